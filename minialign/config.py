@@ -1,0 +1,299 @@
+"""Model configurations, field for field the same as transformers' ALIGN configs.
+
+A ``config.json`` written by transformers for ``kakaobrain/align-base`` loads here, and one
+written here loads in transformers. The defaults below *are* align-base: a BERT-base text tower
+and an EfficientNet-B7-shaped vision tower (width 2.0, depth 3.1) projected to 640 dimensions.
+
+Reading rules (the same for all three classes):
+- every field has transformers' default, so a missing field takes it, as in transformers;
+- a field of the wrong type is a ``ConfigError`` naming the field, the expected and found type;
+- unknown keys (``transformers_version``, ``architectures``, BERT's ``use_cache`` ...) are kept in
+  ``extra`` and written back out unchanged, but never used;
+- a ``model_type`` that is not this class's (or ``bert`` for the text tower) is an error, so that
+  a CLIP or preprocessor config is not silently read as ALIGN with defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """A config.json (or dict) that does not describe a model minialign can build."""
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """True when ``value`` fits a field annotation such as ``int``, ``float | None`` or ``list[int]``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arm) for arm in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:  # JSON has no int/bool distinction problem, but Python does: True is an int
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:  # an integer literal in JSON (e.g. "dropout": 0) is a fine float
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+@dataclass
+class _Config:
+    """Shared reading, checking and writing. Subclasses declare fields with transformers' defaults."""
+
+    model_type: ClassVar[str] = ""
+    # Keys transformers derives or adds itself; accepted on reading and not kept in ``extra``.
+    _derived_keys: ClassVar[frozenset[str]] = frozenset()
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if not _type_ok(value, hints[f.name]):
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name}: expected {hints[f.name]}, found {value!r} "
+                    f"of type {type(value).__name__}"
+                )
+            if isinstance(value, tuple):  # JSON gives lists; keep one spelling
+                setattr(self, f.name, list(value))
+            elif hints[f.name] is float and isinstance(value, int):
+                setattr(self, f.name, float(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks between fields; overridden where a model has some."""
+
+    # -- dict / json -------------------------------------------------------------------------
+
+    @classmethod
+    def _accepted_model_types(cls) -> tuple[str, ...]:
+        return (cls.model_type,)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a dict, found {type(data).__name__}")
+        model_type = data.get("model_type", cls.model_type)
+        if model_type not in cls._accepted_model_types():
+            raise ConfigError(
+                f"{cls.__name__}: model_type {model_type!r} is not one of {cls._accepted_model_types()}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {
+            k: v
+            for k, v in data.items()
+            if k not in names and k not in cls._derived_keys and k != "model_type"
+        }
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = getattr(self, f.name)
+        out["model_type"] = self.model_type
+        return out
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        if "model_type" not in data:
+            raise ConfigError(
+                f"{path}: missing required field 'model_type' (expected {cls._accepted_model_types()}); "
+                "every config.json written by transformers has one"
+            )
+        try:
+            return cls.from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike):
+        """Read ``directory/config.json`` (or the file itself when given a path to a .json)."""
+        path = os.fspath(directory)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        return cls.from_json_file(path)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as fh:
+            fh.write(self.to_json_string())
+
+
+@dataclass
+class AlignTextConfig(_Config):
+    """The BERT text tower. Defaults: BERT-base uncased, as in align-base."""
+
+    model_type: ClassVar[str] = "align_text_model"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"  # exact erf GELU, as BERT was trained
+    hidden_dropout_prob: float = 0.1  # training only; inference ignores dropout
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12  # BERT's TF value; torch's LayerNorm default would be 1e-5
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ("gelu", "gelu_new", "relu", "silu", "swish")
+
+    @classmethod
+    def _accepted_model_types(cls) -> tuple[str, ...]:
+        # The text tower *is* BERT: a plain BERT config.json describes it completely.
+        return (cls.model_type, "bert")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        config = super().from_dict(data)
+        kind = data.get("position_embedding_type", "absolute")
+        if kind != "absolute":
+            raise ConfigError(
+                f"AlignTextConfig: position_embedding_type {kind!r} is not supported "
+                "(ALIGN's BERT uses learned absolute positions)"
+            )
+        return config
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"AlignTextConfig.{name} must be >= 1, found {getattr(self, name)}")
+        if self.num_hidden_layers < 0:
+            raise ConfigError(f"AlignTextConfig.num_hidden_layers must be >= 0, found {self.num_hidden_layers}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"AlignTextConfig: hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in self.SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"AlignTextConfig.hidden_act {self.hidden_act!r} is not one of {self.SUPPORTED_ACTIVATIONS}"
+            )
+
+
+@dataclass
+class AlignVisionConfig(_Config):
+    """The EfficientNet vision tower. Defaults: EfficientNet-B7 scaling, as in align-base.
+
+    The seven per-stage lists describe EfficientNet-B0's stages; ``width_coefficient`` and
+    ``depth_coefficient`` scale channels and repeats (see ``round_filters`` / ``round_repeats``
+    in the vision tower).
+    """
+
+    model_type: ClassVar[str] = "align_vision_model"
+    # transformers stores the derived block count; we recompute it from the repeats.
+    _derived_keys: ClassVar[frozenset[str]] = frozenset({"num_hidden_layers"})
+
+    num_channels: int = 3
+    image_size: int | list[int] = 600
+    width_coefficient: float = 2.0
+    depth_coefficient: float = 3.1
+    depth_divisor: int = 8
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 3, 5, 3, 5, 5, 3])
+    in_channels: list[int] = field(default_factory=lambda: [32, 16, 24, 40, 80, 112, 192])
+    out_channels: list[int] = field(default_factory=lambda: [16, 24, 40, 80, 112, 192, 320])
+    depthwise_padding: list[int] = field(default_factory=list)  # block indices with "valid" padding
+    strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2, 1, 2, 1])
+    num_block_repeats: list[int] = field(default_factory=lambda: [1, 2, 2, 3, 3, 4, 1])
+    expand_ratios: list[int] = field(default_factory=lambda: [1, 6, 6, 6, 6, 6, 6])
+    squeeze_expansion_ratio: float = 0.25
+    hidden_act: str = "swish"  # swish == SiLU
+    hidden_dim: int = 2560  # the top conv's width; ALIGN drops the top conv, so unused
+    pooling_type: str = "mean"
+    initializer_range: float = 0.02
+    batch_norm_eps: float = 0.001  # TF's default, not torch's 1e-5
+    batch_norm_momentum: float = 0.99  # TF convention (weight of the old value); torch's is 1 - this
+    drop_connect_rate: float = 0.2  # stochastic depth, training only
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """Number of MBConv blocks: 55 for align-base (depth 3.1 applied to B0's 16 blocks)."""
+        return sum(math.ceil(self.depth_coefficient * n) for n in self.num_block_repeats)
+
+    def validate(self) -> None:
+        lists = ("kernel_sizes", "in_channels", "out_channels", "strides", "num_block_repeats", "expand_ratios")
+        lengths = {name: len(getattr(self, name)) for name in lists}
+        if len(set(lengths.values())) != 1:
+            raise ConfigError(f"AlignVisionConfig: the per-stage lists differ in length: {lengths}")
+        if self.pooling_type not in ("mean", "max"):
+            raise ConfigError(f"AlignVisionConfig.pooling_type must be 'mean' or 'max', found {self.pooling_type!r}")
+        if self.hidden_act not in ("swish", "silu"):
+            raise ConfigError(f"AlignVisionConfig.hidden_act {self.hidden_act!r} is not supported (swish/silu)")
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ConfigError(f"AlignVisionConfig.kernel_sizes must be odd, found {self.kernel_sizes}")
+
+
+@dataclass
+class AlignConfig(_Config):
+    """The dual encoder: both towers, the text projection and the temperature."""
+
+    model_type: ClassVar[str] = "align"
+
+    text_config: AlignTextConfig = field(default_factory=AlignTextConfig)
+    vision_config: AlignVisionConfig = field(default_factory=AlignVisionConfig)
+    projection_dim: int = 640
+    temperature_init_value: float = 1.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        # Nested configs may arrive as dicts (from JSON) or as None (transformers' "use defaults").
+        if self.text_config is None:
+            self.text_config = AlignTextConfig()
+        elif isinstance(self.text_config, dict):
+            self.text_config = AlignTextConfig.from_dict(self.text_config)
+        if self.vision_config is None:
+            self.vision_config = AlignVisionConfig()
+        elif isinstance(self.vision_config, dict):
+            self.vision_config = AlignVisionConfig.from_dict(self.vision_config)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.projection_dim < 1:
+            raise ConfigError(f"AlignConfig.projection_dim must be >= 1, found {self.projection_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["text_config"] = self.text_config.to_dict()
+        out["vision_config"] = self.vision_config.to_dict()
+        return out

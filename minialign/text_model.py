@@ -1,0 +1,223 @@
+"""The text tower: BERT, as transformers' ``AlignTextModel`` (= ``BertModel``) computes it.
+
+    input_ids [B, T] ──► word + position + token-type embeddings ──► LayerNorm ──► x [B, T, H]
+    x ──► N x encoder layer:
+            a = LayerNorm(x + Wo · MultiHeadAttention(x, mask))          (post-norm, as BERT)
+            x = LayerNorm(a + W2 · act(W1 · a))
+    last_hidden_state = x [B, T, H];  pooler_output = tanh(Wp · x[:, 0]) [B, H]
+
+ALIGN's text embedding is the [CLS] row of ``last_hidden_state`` passed through
+``text_projection`` (in ``AlignModel``), not ``pooler_output``; the pooler is kept because the
+checkpoint has it and transformers returns it.
+
+Weights are looked up by their transformers names (``encoder.layer.3.attention.self.query.weight``),
+so this file and ``transformers/models/align/modeling_align.py`` can be read side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers
+from .config import AlignConfig, AlignTextConfig
+from .modeling import PretrainedModel
+
+
+@dataclass
+class TextModelOutput:
+    last_hidden_state: np.ndarray  # [B, T, H]
+    pooler_output: np.ndarray  # [B, H]
+    hidden_states: tuple[np.ndarray, ...] | None = None  # N + 1 of [B, T, H]: embeddings, then each layer
+    attentions: tuple[np.ndarray, ...] | None = None  # N of [B, heads, T, T]
+
+
+class AlignTextModel(PretrainedModel):
+    """BERT encoder + pooler. ``model(input_ids, attention_mask, token_type_ids)``."""
+
+    config_class = AlignTextConfig
+    architecture = "AlignTextModel"
+    checkpoint_prefixes = ("text_model.", "bert.")
+    # Old transformers versions saved these constant buffers (arange / zeros); nothing to load.
+    ignorable_keys = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+    def __init__(self, config: AlignTextConfig, params, *, strict: bool = True, ops=layers):
+        super().__init__(config, params, strict=strict)
+        # The backend: the functions that do the arithmetic. NumPy's layers by default; the
+        # architecture below is written once, against whatever ops it is given.
+        self.ops = ops
+
+    @classmethod
+    def config_from_pretrained(cls, directory: str) -> AlignTextConfig:
+        # A full ALIGN checkpoint directory holds the text config nested inside.
+        path = os.path.join(directory, "config.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                model_type = json.load(fh).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None  # let the config class produce the precise error
+        if model_type == AlignConfig.model_type:
+            return AlignConfig.from_pretrained(directory).text_config
+        return AlignTextConfig.from_pretrained(directory)
+
+    @classmethod
+    def expected_shapes(cls, config: AlignTextConfig) -> dict[str, tuple[int, ...]]:
+        H, I = config.hidden_size, config.intermediate_size
+        shapes = {
+            "embeddings.word_embeddings.weight": (config.vocab_size, H),
+            "embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
+            "embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
+            "embeddings.LayerNorm.weight": (H,),
+            "embeddings.LayerNorm.bias": (H,),
+        }
+        for i in range(config.num_hidden_layers):
+            p = f"encoder.layer.{i}."
+            for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+                shapes[p + name + ".weight"] = (H, H)
+                shapes[p + name + ".bias"] = (H,)
+            shapes[p + "intermediate.dense.weight"] = (I, H)
+            shapes[p + "intermediate.dense.bias"] = (I,)
+            shapes[p + "output.dense.weight"] = (H, I)
+            shapes[p + "output.dense.bias"] = (H,)
+            for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+                shapes[p + norm + ".weight"] = (H,)
+                shapes[p + norm + ".bias"] = (H,)
+        shapes["pooler.dense.weight"] = (H, H)
+        shapes["pooler.dense.bias"] = (H,)
+        return shapes
+
+    # -- the architecture --------------------------------------------------------------------
+
+    def embeddings(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        # [B, T] int, [B, T] int -> [B, T, H]
+        """Sum of word, position and token-type embeddings, then LayerNorm.
+
+        Positions are 0..T-1 for every row, padded or not: padding is handled by the attention
+        mask, not by the embeddings (as in BERT).
+        """
+        p, ops, T = self.params, self.ops, input_ids.shape[1]
+        x = ops.embedding(input_ids, p["embeddings.word_embeddings.weight"])  # [B, T, H]
+        x = x + ops.embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"])
+        x = x + p["embeddings.position_embeddings.weight"][:T]  # [T, H], broadcast over B
+        return ops.layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"],
+                              self.config.layer_norm_eps)
+
+    def self_attention(self, i: int, x: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # [B, T, H], [B, 1, 1, T] -> ([B, T, H], [B, heads, T, T])
+        """Multi-head self-attention: project to q, k, v, split H into heads x head_dim, attend
+        per head, merge heads back. Returns the merged context and the attention probabilities."""
+        p, ops = self.params, self.ops
+        B, T, H = x.shape
+        heads, d = self.config.num_attention_heads, self.config.head_dim
+        pre = f"encoder.layer.{i}.attention.self."
+
+        def split_heads(name):  # [B, T, H] -> [B, heads, T, d]
+            y = ops.linear(x, p[pre + name + ".weight"], p[pre + name + ".bias"])
+            return y.reshape(B, T, heads, d).transpose(0, 2, 1, 3)
+
+        context, probs = ops.attention(split_heads("query"), split_heads("key"), split_heads("value"), bias)
+        return context.transpose(0, 2, 1, 3).reshape(B, T, H), probs
+
+    def encoder_layer(self, i: int, x: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # [B, T, H], [B, 1, 1, T] -> ([B, T, H], [B, heads, T, T])
+        """One post-norm transformer layer (dropout is training-only and omitted)."""
+        p, ops, eps = self.params, self.ops, self.config.layer_norm_eps
+        pre = f"encoder.layer.{i}."
+        context, probs = self.self_attention(i, x, bias)
+        attn = ops.linear(context, p[pre + "attention.output.dense.weight"], p[pre + "attention.output.dense.bias"])
+        a = ops.layer_norm(attn + x, p[pre + "attention.output.LayerNorm.weight"],
+                           p[pre + "attention.output.LayerNorm.bias"], eps)  # [B, T, H]
+        act = ops.ACTIVATIONS[self.config.hidden_act]
+        h = act(ops.linear(a, p[pre + "intermediate.dense.weight"], p[pre + "intermediate.dense.bias"]))  # [B, T, I]
+        out = ops.linear(h, p[pre + "output.dense.weight"], p[pre + "output.dense.bias"])  # [B, T, H]
+        return ops.layer_norm(out + a, p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps), probs
+
+    def pooler(self, x: np.ndarray) -> np.ndarray:
+        # [B, T, H] -> [B, H]
+        """tanh(W x[:, 0] + b): BERT's sentence vector, from the [CLS] position."""
+        p = self.params
+        return self.ops.tanh(self.ops.linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        *,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> TextModelOutput:
+        input_ids, attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
+        bias = self.ops.attention_bias(attention_mask)  # [B, 1, 1, T]
+        x = self.embeddings(input_ids, token_type_ids)
+        hidden_states, attentions = [x], []
+        for i in range(self.config.num_hidden_layers):
+            x, probs = self.encoder_layer(i, x, bias)
+            hidden_states.append(x)
+            attentions.append(probs)
+        return TextModelOutput(
+            last_hidden_state=x,
+            pooler_output=self.pooler(x),
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    # -- input checks ------------------------------------------------------------------------
+
+    def check_inputs(self, input_ids, attention_mask, token_type_ids):
+        """Validate and normalise the inputs; every problem is a ValueError naming the input."""
+        c = self.config
+        input_ids = _as_int_matrix(input_ids, "input_ids")
+        B, T = input_ids.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"input_ids is empty (shape {input_ids.shape}); need at least one token in one sequence")
+        if T > c.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {T} tokens per sequence, more than max_position_embeddings="
+                f"{c.max_position_embeddings}; truncate the text (e.g. tokenizer(..., truncation=True, max_length=...))"
+            )
+        _check_range(input_ids, c.vocab_size, "input_ids", "vocab_size")
+        if attention_mask is None:
+            attention_mask = np.ones((B, T), dtype=np.int64)
+        else:
+            attention_mask = _as_int_matrix(attention_mask, "attention_mask")
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids has {input_ids.shape}")
+            _check_range(attention_mask, 2, "attention_mask", "2 (values must be 0 or 1)")
+        if token_type_ids is None:
+            token_type_ids = np.zeros((B, T), dtype=np.int64)
+        else:
+            token_type_ids = _as_int_matrix(token_type_ids, "token_type_ids")
+            if token_type_ids.shape != input_ids.shape:
+                raise ValueError(f"token_type_ids has shape {token_type_ids.shape}, input_ids has {input_ids.shape}")
+            _check_range(token_type_ids, c.type_vocab_size, "token_type_ids", "type_vocab_size")
+        return input_ids, attention_mask, token_type_ids
+
+
+def _as_int_matrix(x, name: str) -> np.ndarray:
+    """[B, T] integers, from an array or a list of equal-length lists."""
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # ragged lists
+        raise ValueError(f"{name} must be a rectangular [batch, seq_len] array; pad the sequences "
+                         "(e.g. tokenizer(..., padding=True))") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have 2 dimensions [batch, seq_len], found shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, found dtype {arr.dtype}")
+    return arr
+
+
+def _check_range(x: np.ndarray, upper: int, name: str, upper_name: str) -> None:
+    bad = (x < 0) | (x >= upper)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}[{where[0]}, {where[1]}] = {int(x[where])} is out of range: must be in [0, {upper}) "
+            f"({upper_name}); {int(bad.sum())} value(s) out of range"
+        )

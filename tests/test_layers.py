@@ -1,0 +1,166 @@
+"""Each NumPy layer against torch: one hand-computed case first, then hypothesis shapes and values."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import TOLERANCES, assert_close
+from minialign import layers
+from strategies import float_arrays, small_sizes, tiny_sizes
+
+F32 = TOLERANCES["float32"]
+t = torch.from_numpy
+
+
+# -- erf and the activations -----------------------------------------------------------------
+
+
+def test_erf_hand_values():
+    # erf(0) = 0, erf is odd, erf(inf) = 1; erf(1) = 0.8427007929497149 (tables).
+    x = np.array([0.0, 1.0, -1.0, np.inf, -np.inf], np.float32)
+    assert_close(layers.erf(x), [0.0, 0.8427007929497149, -0.8427007929497149, 1.0, -1.0], atol=1e-7, rtol=0)
+
+
+def test_erf_is_float32_accurate_on_a_dense_grid():
+    # Dense grid over the whole interesting range, plus tiny arguments where relative accuracy
+    # is what matters (erf(x) ~ 1.128 x). Few float32 ulps: abs <= 2.5e-7, rel <= 5e-7.
+    x = np.concatenate([np.linspace(-6, 6, 120_001), np.geomspace(1e-30, 0.5, 2000)]).astype(np.float32)
+    exact = np.array([math.erf(float(v)) for v in x])
+    got = layers.erf(x).astype(np.float64)
+    assert np.abs(got - exact).max() <= 2.5e-7
+    nonzero = exact != 0
+    assert (np.abs(got - exact)[nonzero] / np.abs(exact[nonzero])).max() <= 5e-7
+    assert_close(layers.erf(x), torch.erf(t(x)), atol=2.5e-7, rtol=0, name="erf vs torch")
+
+
+def test_activations_hand_values():
+    x = np.array([-1.0, 0.0, 2.0], np.float32)
+    assert_close(layers.relu(x), [0.0, 0.0, 2.0], atol=0, rtol=0)
+    assert_close(layers.silu(x), [-1 / (1 + math.e), 0.0, 2 / (1 + math.exp(-2))], atol=1e-7, rtol=1e-6)
+    assert_close(layers.gelu(x), [-0.15865525393145707, 0.0, 1.9544997361036416], atol=1e-7, rtol=1e-6)
+
+
+@given(x=float_arrays((7, 13), scale=4.0))
+def test_activations_match_torch(x):
+    assert_close(layers.gelu(x), F.gelu(t(x)), **F32, name="gelu")
+    assert_close(layers.gelu_new(x), F.gelu(t(x), approximate="tanh"), **F32, name="gelu_new")
+    assert_close(layers.relu(x), F.relu(t(x)), atol=0, rtol=0, name="relu")
+    assert_close(layers.silu(x), F.silu(t(x)), **F32, name="silu")
+    assert_close(layers.sigmoid(x), torch.sigmoid(t(x)), **F32, name="sigmoid")
+    assert layers.gelu(x).dtype == np.float32
+
+
+def test_sigmoid_does_not_overflow():
+    x = np.array([-1000.0, 1000.0], np.float32)
+    with np.errstate(all="raise"):
+        assert_close(layers.sigmoid(x), [0.0, 1.0], atol=0, rtol=0)
+
+
+# -- linear, layer norm, embedding, softmax ---------------------------------------------------
+
+
+def test_linear_hand_case():
+    x = np.array([[1.0, 2.0]], np.float32)
+    w = np.array([[1.0, 0.0], [0.5, -1.0], [2.0, 3.0]], np.float32)  # [out=3, in=2]
+    b = np.array([0.0, 1.0, -1.0], np.float32)
+    assert_close(layers.linear(x, w, b), [[1.0, -0.5, 7.0]], atol=0, rtol=0)
+
+
+@given(b=tiny_sizes, n=small_sizes, k=small_sizes, m=small_sizes, seed=st.integers(0, 2**31), bias=st.booleans())
+def test_linear_matches_torch(b, n, k, m, seed, bias):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, n, k)).astype(np.float32)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    bb = rng.standard_normal(m).astype(np.float32) if bias else None
+    expected = F.linear(t(x), t(w), t(bb) if bias else None)
+    assert_close(layers.linear(x, w, bb), expected, **F32)
+
+
+def test_layer_norm_hand_case():
+    x = np.array([[1.0, 2.0, 3.0]], np.float32)  # mean 2, var 2/3
+    out = layers.layer_norm(x, np.ones(3, np.float32), np.zeros(3, np.float32), eps=0.0)
+    s = math.sqrt(1.5)
+    assert_close(out, [[-s, 0.0, s]], atol=1e-6, rtol=0)
+
+
+@given(x=float_arrays((3, 5, 17), scale=5.0), eps=st.sampled_from([1e-12, 1e-5, 1e-3]), seed=st.integers(0, 2**31))
+def test_layer_norm_matches_torch(x, eps, seed):
+    rng = np.random.default_rng(seed)
+    w = (1 + 0.3 * rng.standard_normal(17)).astype(np.float32)
+    b = rng.standard_normal(17).astype(np.float32)
+    assert_close(layers.layer_norm(x, w, b, eps), F.layer_norm(t(x), (17,), t(w), t(b), eps), **F32)
+
+
+def test_layer_norm_large_mean():
+    # Two-pass variance: E[(x - mean)^2] stays accurate where E[x^2] - E[x]^2 would cancel.
+    # Inputs with mean 300 and spread 1: float32 ulp at 300 is 3e-5, so the normalised output
+    # can be trusted to ~1e-4 against an exact float64 computation; the one-pass formula is off
+    # by ~1e-2 here.
+    x = (300 + np.random.default_rng(0).standard_normal((4, 768))).astype(np.float32)
+    ones, zeros = np.ones(768, np.float32), np.zeros(768, np.float32)
+    x64 = x.astype(np.float64)
+    exact = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-12)
+    assert_close(layers.layer_norm(x, ones, zeros, 1e-12), exact, atol=2e-4, rtol=0)
+
+
+@given(seed=st.integers(0, 2**31), v=small_sizes, h=small_sizes)
+def test_embedding_matches_torch(seed, v, h):
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((v, h)).astype(np.float32)
+    ids = rng.integers(0, v, (3, 4))
+    assert_close(layers.embedding(ids, table), F.embedding(t(ids), t(table)), atol=0, rtol=0)
+
+
+@given(x=float_arrays((2, 3, 11), scale=30.0))
+def test_softmax_matches_torch(x):
+    out = layers.softmax(x)
+    assert_close(out, torch.softmax(t(x), -1), **F32)
+    assert_close(out.sum(-1), np.ones((2, 3)), atol=1e-6, rtol=0)
+
+
+# -- attention ---------------------------------------------------------------------------------
+
+
+def test_attention_hand_case():
+    # One head, two keys with equal scores -> the output is the mean of the values; a padded key
+    # gets exactly zero weight.
+    q = np.zeros((1, 1, 1, 2), np.float32)
+    k = np.array([[[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]], np.float32)
+    v = np.array([[[[2.0, 0.0], [0.0, 4.0], [100.0, 100.0]]]], np.float32)
+    bias = layers.attention_bias(np.array([[1, 1, 0]]))
+    out, probs = layers.attention(q, k, v, bias)
+    assert_close(probs, [[[[0.5, 0.5, 0.0]]]], atol=0, rtol=0)
+    assert_close(out, [[[[1.0, 2.0]]]], atol=1e-7, rtol=0)
+
+
+@given(b=tiny_sizes, h=tiny_sizes, T=small_sizes, d=st.sampled_from([1, 4, 8, 64]), seed=st.integers(0, 2**31))
+def test_masked_attention_matches_torch(b, h, T, d, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((b, h, T, d)).astype(np.float32) * 2 for _ in range(3))
+    lengths = rng.integers(0, T + 1, b)  # 0 = a fully padded row: must not produce NaN
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
+    out, probs = layers.attention(q, k, v, layers.attention_bias(mask))
+    # torch reference: eager attention with transformers' additive mask.
+    bias = torch.where(t(mask)[:, None, None, :] != 0, 0.0, torch.finfo(torch.float32).min)
+    ref_probs = torch.softmax(t(q) @ t(k).transpose(-1, -2) / math.sqrt(d) + bias, -1)
+    assert_close(probs, ref_probs, **F32, name="probs")
+    assert_close(out, ref_probs @ t(v), **F32, name="attention output")
+    assert not np.isnan(out).any()
+    # Where a row has real keys, the padded ones get exactly zero weight.
+    has_keys = lengths > 0
+    assert (probs[has_keys][..., :][np.broadcast_to(mask[has_keys][:, None, None, :] == 0, probs[has_keys].shape)] == 0).all()
+    if has_keys.all():
+        sdpa = F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=t(mask)[:, None, None, :].bool())
+        assert_close(out, sdpa, **F32, name="attention vs SDPA")
+
+
+@pytest.mark.parametrize("name", sorted(layers.ACTIVATIONS))
+def test_activation_table_covers_config_choices(name):
+    from minialign import AlignTextConfig
+
+    assert name in AlignTextConfig.SUPPORTED_ACTIVATIONS or name == "swish"
