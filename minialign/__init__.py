@@ -5,8 +5,11 @@ same config fields, same weight names, same outputs to float32 precision.
 """
 
 from .checkpoint import CheckpointError
+from .image_processing import EfficientNetImageProcessor, ImageInputError
+from .tokenizer import BertTokenizer
 from .config import AlignConfig, AlignTextConfig, AlignVisionConfig, ConfigError
 from .text_model import AlignTextModel, TextModelOutput
+from .vision_model import AlignVisionModel, VisionModelOutput
 
 __version__ = "0.1.0"
 
@@ -15,7 +18,12 @@ __all__ = [
     "AlignTextConfig",
     "AlignTextModel",
     "AlignVisionConfig",
+    "AlignVisionModel",
+    "BertTokenizer",
+    "EfficientNetImageProcessor",
+    "ImageInputError",
     "CheckpointError",
     "ConfigError",
     "TextModelOutput",
+    "VisionModelOutput",
 ]

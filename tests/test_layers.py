@@ -1,6 +1,7 @@
 """Each NumPy layer against torch: one hand-computed case first, then hypothesis shapes and values."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -55,10 +56,12 @@ def test_activations_match_torch(x):
     assert layers.gelu(x).dtype == np.float32
 
 
-def test_sigmoid_does_not_overflow():
-    x = np.array([-1000.0, 1000.0], np.float32)
-    with np.errstate(all="raise"):
-        assert_close(layers.sigmoid(x), [0.0, 1.0], atol=0, rtol=0)
+def test_sigmoid_and_silu_saturate_without_warnings():
+    x = np.array([-1000.0, -90.0, 90.0, 1000.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow RuntimeWarning would fail the test
+        assert_close(layers.sigmoid(x), [0.0, 0.0, 1.0, 1.0], atol=1e-38, rtol=0)
+        assert_close(layers.silu(x), [0.0, 0.0, 90.0, 1000.0], atol=1e-35, rtol=0)
 
 
 # -- linear, layer norm, embedding, softmax ---------------------------------------------------
@@ -164,3 +167,103 @@ def test_activation_table_covers_config_choices(name):
     from minialign import AlignTextConfig
 
     assert name in AlignTextConfig.SUPPORTED_ACTIVATIONS or name == "swish"
+
+
+# -- convolutions (channels-last in, NCHW torch reference) -------------------------------------
+
+
+def nhwc(x):
+    """torch NCHW tensor -> NumPy NHWC array."""
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def test_depthwise_conv_hand_case():
+    # 1 channel, 3x3 input, 3x3 kernel of ones, same padding: each output is the sum of its
+    # 3x3 neighbourhood; the centre sees all nine values 1..9 = 45, a corner sees four.
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    out = layers.depthwise_conv2d(x, w, stride=1, padding=layers.same_padding(3))
+    assert out[0, 1, 1, 0] == 45.0 and out[0, 0, 0, 0] == 1 + 2 + 4 + 5
+
+
+@given(
+    b=st.sampled_from([1, 2]),
+    c=st.sampled_from([1, 3, 8]),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    k=st.sampled_from([3, 5]),
+    stride=st.sampled_from([1, 2]),
+    adjust=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_depthwise_conv_matches_torch(b, c, h, w, k, stride, adjust, seed):
+    """Every kernel size, both strides, both stride-2 paddings, odd and even sizes."""
+    from minialign.vision_model import depthwise_padding
+
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((b, c, h, w)).astype(np.float32))
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    top, bottom, left, right = depthwise_padding(k, stride, adjust)
+    if (h + top + bottom < k) or (w + left + right < k):
+        return  # no valid output position: torch raises too
+    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride, groups=c)
+    ours = layers.depthwise_conv2d(nhwc(x), weight, stride, (top, bottom, left, right))
+    assert_close(ours, nhwc(expected), **F32, name="depthwise")
+
+
+@given(h=st.integers(2, 11), w=st.integers(2, 11), cout=st.sampled_from([1, 4, 16]), stride=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**31))
+def test_conv2d_matches_torch(h, w, cout, stride, seed):
+    """The dense stem conv, with the stem's right/bottom padding and with symmetric padding."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((2, 3, h, w)).astype(np.float32))
+    weight = rng.standard_normal((cout, 3, 3, 3)).astype(np.float32)
+    for pad in [(0, 1, 0, 1), (1, 1, 1, 1)]:
+        top, bottom, left, right = pad
+        expected = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride)
+        assert_close(layers.conv2d(nhwc(x), weight, stride, pad), nhwc(expected), **F32, name=f"conv2d pad={pad}")
+
+
+@given(cin=small_sizes, cout=small_sizes, seed=st.integers(0, 2**31))
+def test_pointwise_conv_matches_torch(cin, cout, seed):
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((2, cin, 5, 3)).astype(np.float32))
+    weight = rng.standard_normal((cout, cin, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    assert_close(layers.pointwise_conv(nhwc(x), weight, bias), nhwc(F.conv2d(x, t(weight), t(bias))), **F32)
+
+
+@given(c=small_sizes, eps=st.sampled_from([1e-3, 1e-5]), seed=st.integers(0, 2**31))
+def test_batch_norm_matches_torch(c, eps, seed):
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((2, c, 4, 3)).astype(np.float32) * 3 + 1)
+    weight, bias, mean = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.1, 3, c).astype(np.float32)
+    expected = F.batch_norm(x, t(mean), t(var), t(weight), t(bias), training=False, eps=eps)
+    assert_close(layers.batch_norm(nhwc(x), weight, bias, mean, var, eps), nhwc(expected), **F32)
+
+
+@given(c=st.sampled_from([1, 4, 12]), se=st.sampled_from([1, 3]), seed=st.integers(0, 2**31))
+def test_squeeze_excite_matches_transformers_layer(c, se, seed):
+    from transformers.models.align.modeling_align import AlignVisionSqueezeExciteLayer
+
+    from reference import randomize_
+    from transformers import AlignVisionConfig
+
+    config = AlignVisionConfig(squeeze_expansion_ratio=se / c)
+    module = randomize_(AlignVisionSqueezeExciteLayer(config, in_dim=c, expand_dim=c), seed=seed % 1000)
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, c, 5, 6)).astype(np.float32))
+    with torch.no_grad():
+        expected = module(x)
+    p = {k: v.numpy() for k, v in module.state_dict().items()}
+    ours = layers.squeeze_excite(nhwc(x), p["reduce.weight"], p["reduce.bias"], p["expand.weight"], p["expand.bias"])
+    assert_close(ours, nhwc(expected), **F32)
+
+
+@given(kind=st.sampled_from(["mean", "max"]), h=st.integers(1, 9), seed=st.integers(0, 2**31))
+def test_global_pool_matches_transformers_pooler(kind, h, seed):
+    # transformers pools with AvgPool2d/MaxPool2d(kernel=hidden_dim, ceil_mode=True): one window
+    # that covers the whole (smaller) map, i.e. a plain mean / max over space.
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, 4, h, h + 1)).astype(np.float32))
+    pool = torch.nn.AvgPool2d(2560, ceil_mode=True) if kind == "mean" else torch.nn.MaxPool2d(2560, ceil_mode=True)
+    assert_close(layers.global_pool(nhwc(x), kind), pool(x)[:, :, 0, 0], **F32)

@@ -1,0 +1,72 @@
+"""Shared benchmark plumbing: timing, per-op accounting and the machine description."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import platform
+import statistics
+import time
+
+
+def timeit(fn, *, repeats: int = 5, warmup: int = 1) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; seconds as median/min/max."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples), "repeats": repeats}
+
+
+class TimedOps:
+    """Wraps a backend module so every op call is timed; ``totals`` maps op name -> seconds."""
+
+    def __init__(self, ops):
+        self._ops = ops
+        self.totals = collections.Counter()
+
+    def __getattr__(self, name):
+        target = getattr(self._ops, name)
+        if not callable(target):
+            return target
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            result = target(*args, **kwargs)
+            self.totals[name] += time.perf_counter() - start
+            return result
+
+        return timed
+
+
+def machine() -> dict:
+    import numpy
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }
+    try:
+        import torch
+        import transformers
+
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(), transformers=transformers.__version__)
+    except ImportError:
+        pass
+    return info
+
+
+def write_json(path: str | None, result: dict) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(text + "\n")

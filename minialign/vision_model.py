@@ -1,0 +1,265 @@
+"""The vision tower: EfficientNet (B7 scaling in align-base), as transformers' ``AlignVisionModel``.
+
+    pixel_values [B, 3, H, W] ──► stem: pad right/bottom, 3x3 conv stride 2, BN, SiLU
+      ──► 55 MBConv blocks (align-base), each:
+            [expand 1x1 conv + BN + SiLU]        (only when expand_ratio != 1)
+            depthwise k x k conv + BN + SiLU     (k = 3 or 5; stride 1 or 2)
+            squeeze-excitation                   (channel gate from the image mean)
+            project 1x1 conv + BN                (no activation: a "linear bottleneck")
+            [+ block input]                      (only where transformers adds it, see below)
+      ──► mean (or max) over space ──► pooler_output [B, 640]
+
+ALIGN drops EfficientNet's top 1x1 conv (``hidden_dim``) and classifier: the image embedding is
+the pooled output of the last block (640 channels for align-base).
+
+Inside, activations are channels-last [B, H, W, C]; see ``layers.py`` for why. The public
+interface takes and returns NCHW like transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers
+from .config import AlignConfig, AlignVisionConfig
+from .modeling import PretrainedModel
+
+
+def round_filters(config: AlignVisionConfig, num_channels: int) -> int:
+    """Scale a B0 channel count by ``width_coefficient`` and round to a multiple of
+    ``depth_divisor`` (never rounding down by more than 10%). align-base: 32 -> 64, 320 -> 640."""
+    divisor = config.depth_divisor
+    scaled = num_channels * config.width_coefficient
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(config: AlignVisionConfig, repeats: int) -> int:
+    """Scale a B0 stage's block count by ``depth_coefficient``, rounding up (3.1 * 4 -> 13)."""
+    return int(math.ceil(config.depth_coefficient * repeats))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything that varies between MBConv blocks, derived from the config as transformers does."""
+
+    index: int
+    in_dim: int
+    out_dim: int
+    expand_dim: int  # in_dim * expand_ratio: the width of the depthwise conv
+    se_dim: int  # squeeze-excitation bottleneck: int(in_dim * squeeze_expansion_ratio), at least 1
+    kernel_size: int
+    stride: int
+    expand: bool  # has the expansion 1x1 conv (expand_ratio != 1)
+    residual: bool  # adds the block input to its output
+    adjust_padding: bool  # stride-2 padding on the right/bottom only (see depthwise_padding)
+
+
+def block_specs(config: AlignVisionConfig) -> list[BlockSpec]:
+    """The blocks in order. The first block of each stage takes the stage's stride and input
+    width; its repeats have stride 1 and keep the width.
+
+    Residuals: transformers adds the block input only for blocks that are *not* the first of
+    their stage (and have stride 1). The first block of a stage never gets one, even where
+    input and output widths match -- the original EfficientNet would add it there. We follow
+    transformers, since its checkpoints were converted for that graph.
+    """
+    specs = []
+    for stage in range(len(config.in_channels)):
+        stage_in = round_filters(config, config.in_channels[stage])
+        out_dim = round_filters(config, config.out_channels[stage])
+        for j in range(round_repeats(config, config.num_block_repeats[stage])):
+            in_dim = stage_in if j == 0 else out_dim
+            stride = config.strides[stage] if j == 0 else 1
+            ratio = config.expand_ratios[stage]
+            index = len(specs)
+            specs.append(BlockSpec(
+                index=index,
+                in_dim=in_dim,
+                out_dim=out_dim,
+                expand_dim=in_dim * ratio,
+                se_dim=max(1, int(in_dim * config.squeeze_expansion_ratio)),
+                kernel_size=config.kernel_sizes[stage],
+                stride=stride,
+                expand=ratio != 1,
+                residual=j > 0 and stride == 1,
+                adjust_padding=index not in config.depthwise_padding,
+            ))
+    return specs
+
+
+def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> layers.Padding:
+    """Padding before a depthwise conv, as transformers applies it.
+
+    - stride 1: "same" padding, k // 2 on each side.
+    - stride 2: ``correct_pad``: with ``adjust`` (the default for every block not listed in
+      ``config.depthwise_padding``) k//2 - 1 on the top/left and k//2 on the bottom/right;
+      without it, k//2 on every side.
+
+    Why it matters: the TensorFlow original pads stride-2 convs like Keras' ``correct_pad``,
+    which for an odd input size is symmetric. transformers' right/bottom-heavy padding turns the
+    stem's 289x289 input into 144x144 (TF: 145x145) and the last map into 9x9 (TF: 10x10). The
+    converted checkpoints are what users load, so minialign matches transformers, not TF.
+    """
+    half = kernel_size // 2
+    if stride == 1:
+        return (half, half, half, half)
+    if adjust:
+        return (half - 1, half, half - 1, half)
+    return (half, half, half, half)
+
+
+# The stem pads one zero row at the bottom and one column at the right, then convolves 3x3 with
+# stride 2 and no padding (transformers' ZeroPad2d((0, 1, 0, 1)); see depthwise_padding for TF).
+STEM_PADDING: layers.Padding = (0, 1, 0, 1)
+
+
+def _check_fits(shape: tuple[int, ...], padding: layers.Padding, b: BlockSpec) -> None:
+    """A clear error instead of an empty feature map when the input image is too small."""
+    top, bottom, left, right = padding
+    height, width = shape[1] + top + bottom, shape[2] + left + right
+    if min(height, width) < b.kernel_size:
+        raise ValueError(
+            f"the input image is too small for this model: block {b.index} gets a {shape[1]}x{shape[2]} "
+            f"feature map ({height}x{width} padded), smaller than its {b.kernel_size}x{b.kernel_size} "
+            "kernel; use a larger image (align-base expects 289x289)"
+        )
+
+
+@dataclass
+class VisionModelOutput:
+    last_hidden_state: np.ndarray  # [B, C_last, h, w], NCHW like transformers
+    pooler_output: np.ndarray  # [B, C_last]
+    hidden_states: tuple[np.ndarray, ...] | None = None  # stem output, then each block's, NCHW
+
+
+def _bn_names(prefix: str) -> list[str]:
+    return [f"{prefix}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+
+
+class AlignVisionModel(PretrainedModel):
+    """EfficientNet encoder + spatial pooling. ``model(pixel_values)`` with NCHW float input."""
+
+    config_class = AlignVisionConfig
+    architecture = "AlignVisionModel"
+    checkpoint_prefixes = ("vision_model.",)
+
+    def __init__(self, config: AlignVisionConfig, params, *, strict: bool = True, ops=layers):
+        super().__init__(config, params, strict=strict)
+        self.ops = ops  # the backend; see AlignTextModel
+        self.blocks = block_specs(config)
+
+    @classmethod
+    def config_from_pretrained(cls, directory: str) -> AlignVisionConfig:
+        try:
+            with open(os.path.join(directory, "config.json"), encoding="utf-8") as fh:
+                model_type = json.load(fh).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None  # let the config class produce the precise error
+        if model_type == AlignConfig.model_type:
+            return AlignConfig.from_pretrained(directory).vision_config
+        return AlignVisionConfig.from_pretrained(directory)
+
+    @classmethod
+    def _select_weights(cls, state):
+        # BatchNorm's num_batches_tracked counts training steps; eval-mode inference never reads it.
+        state = super()._select_weights(state)
+        return {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
+
+    @classmethod
+    def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
+        stem = round_filters(config, 32)
+        shapes = {"embeddings.convolution.weight": (stem, config.num_channels, 3, 3)}
+        shapes.update({name: (stem,) for name in _bn_names("embeddings.batchnorm")})
+        for b in block_specs(config):
+            p = f"encoder.blocks.{b.index}."
+            if b.expand:
+                shapes[p + "expansion.expand_conv.weight"] = (b.expand_dim, b.in_dim, 1, 1)
+                shapes.update({n: (b.expand_dim,) for n in _bn_names(p + "expansion.expand_bn")})
+            shapes[p + "depthwise_conv.depthwise_conv.weight"] = (b.expand_dim, 1, b.kernel_size, b.kernel_size)
+            shapes.update({n: (b.expand_dim,) for n in _bn_names(p + "depthwise_conv.depthwise_norm")})
+            shapes[p + "squeeze_excite.reduce.weight"] = (b.se_dim, b.expand_dim, 1, 1)
+            shapes[p + "squeeze_excite.reduce.bias"] = (b.se_dim,)
+            shapes[p + "squeeze_excite.expand.weight"] = (b.expand_dim, b.se_dim, 1, 1)
+            shapes[p + "squeeze_excite.expand.bias"] = (b.expand_dim,)
+            shapes[p + "projection.project_conv.weight"] = (b.out_dim, b.expand_dim, 1, 1)
+            shapes.update({n: (b.out_dim,) for n in _bn_names(p + "projection.project_bn")})
+        return shapes
+
+    # -- the architecture --------------------------------------------------------------------
+
+    def batch_norm(self, x: np.ndarray, prefix: str) -> np.ndarray:
+        # [B, H, W, C] -> [B, H, W, C]
+        weight, bias, mean, var = (self.params[n] for n in _bn_names(prefix))
+        return self.ops.batch_norm(x, weight, bias, mean, var, self.config.batch_norm_eps)
+
+    def stem(self, x: np.ndarray) -> np.ndarray:
+        # [B, H, W, 3] -> [B, ceil(H/2), ceil(W/2), C0]
+        """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm, SiLU."""
+        ops = self.ops
+        x = ops.conv2d(x, self.params["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING)
+        return ops.silu(self.batch_norm(x, "embeddings.batchnorm"))
+
+    def block(self, b: BlockSpec, x: np.ndarray) -> np.ndarray:
+        # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim]
+        """One MBConv block (inverted residual with squeeze-excitation)."""
+        p, ops = self.params, self.ops
+        pre = f"encoder.blocks.{b.index}."
+        h = x
+        if b.expand:  # widen: in_dim -> in_dim * expand_ratio
+            h = ops.pointwise_conv(h, p[pre + "expansion.expand_conv.weight"])
+            h = ops.silu(self.batch_norm(h, pre + "expansion.expand_bn"))
+        padding = depthwise_padding(b.kernel_size, b.stride, b.adjust_padding)
+        _check_fits(h.shape, padding, b)
+        h = ops.depthwise_conv2d(h, p[pre + "depthwise_conv.depthwise_conv.weight"], b.stride, padding)
+        h = ops.silu(self.batch_norm(h, pre + "depthwise_conv.depthwise_norm"))
+        h = ops.squeeze_excite(h, p[pre + "squeeze_excite.reduce.weight"], p[pre + "squeeze_excite.reduce.bias"],
+                               p[pre + "squeeze_excite.expand.weight"], p[pre + "squeeze_excite.expand.bias"])
+        h = ops.pointwise_conv(h, p[pre + "projection.project_conv.weight"])  # narrow: -> out_dim
+        h = self.batch_norm(h, pre + "projection.project_bn")
+        # Drop-connect (stochastic depth, config.drop_connect_rate) would randomly drop this
+        # branch while training; inference never does, so there is nothing to do here.
+        return h + x if b.residual else h
+
+    def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
+        x = self.check_inputs(pixel_values).transpose(0, 2, 3, 1)  # NCHW -> NHWC (a view)
+        x = np.ascontiguousarray(x)
+        x = self.stem(x)
+        hidden_states = [x.transpose(0, 3, 1, 2)]  # like transformers: the stem output first
+        for b in self.blocks:
+            x = self.block(b, x)
+            if output_hidden_states:
+                hidden_states.append(x.transpose(0, 3, 1, 2))
+        return VisionModelOutput(
+            last_hidden_state=x.transpose(0, 3, 1, 2),
+            pooler_output=self.ops.global_pool(x, self.config.pooling_type),
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+
+    def check_inputs(self, pixel_values) -> np.ndarray:
+        """[B, C, H, W] floating point with C = num_channels; float32 out. Clear errors otherwise."""
+        x = np.asarray(pixel_values)
+        if x.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have 4 dimensions [batch, channels, height, width], found shape {x.shape}"
+            )
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"pixel_values must be floating point (the image processor's output), found dtype {x.dtype}"
+            )
+        if x.shape[1] != self.config.num_channels:
+            hint = " (channels-last input? pass [B, C, H, W])" if x.shape[-1] == self.config.num_channels else ""
+            raise ValueError(
+                f"pixel_values has {x.shape[1]} channels at axis 1, the model expects "
+                f"num_channels={self.config.num_channels}{hint}; shape {x.shape}"
+            )
+        if 0 in x.shape:
+            raise ValueError(f"pixel_values is empty (shape {x.shape})")
+        return x.astype(np.float32, copy=False)
