@@ -122,7 +122,9 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike
     """Write ``{name: array}`` as safetensors, with the metadata transformers expects."""
     from safetensors.numpy import save_file
 
-    contiguous = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    # np.asarray(order="C"), not np.ascontiguousarray: the latter turns a 0-d scalar (ALIGN's
+    # temperature) into shape [1], which transformers then refuses as a size mismatch.
+    contiguous = {name: np.asarray(array, order="C") for name, array in tensors.items()}
     save_file(contiguous, os.fspath(path), metadata={"format": "pt"})
 
 

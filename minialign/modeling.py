@@ -28,11 +28,16 @@ class PretrainedModel:
     checkpoint_prefixes: ClassVar[tuple[str, ...]] = ()
     # Names that may appear in checkpoints but hold no learned state (buffers old versions saved).
     ignorable_keys: ClassVar[tuple[str, ...]] = ()
+    # Bookkeeping tensors that inference never reads but transformers expects back: BatchNorm's
+    # num_batches_tracked step counter. Kept exactly as loaded (int64) and written back on save.
+    passthrough_suffixes: ClassVar[tuple[str, ...]] = (".num_batches_tracked",)
 
     def __init__(self, config: _Config, params: Mapping[str, np.ndarray], *, strict: bool = True):
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        self.passthrough = {k: np.asarray(v) for k, v in params.items() if k.endswith(self.passthrough_suffixes)}
+        params = {k: v for k, v in params.items() if not k.endswith(self.passthrough_suffixes)}
         self.params = check_state_dict(
             params, self.expected_shapes(config), strict=strict, ignorable=self.ignorable_keys,
             source=f"weights for {type(self).__name__}",
@@ -75,7 +80,7 @@ class PretrainedModel:
         config = self.config.to_dict()
         config["architectures"] = [self.architecture]
         type(self.config).from_dict(config).save_pretrained(directory)
-        write_safetensors(self.params, os.path.join(directory, "model.safetensors"))
+        write_safetensors({**self.params, **self.passthrough}, os.path.join(directory, "model.safetensors"))
 
     def num_parameters(self) -> int:
         return sum(int(np.prod(a.shape)) for a in self.params.values())

@@ -394,6 +394,27 @@ class BertTokenizer:
         kwargs.update(overrides)
         return cls(vocab_file, **kwargs)
 
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``vocab.txt`` (one token per line, in id order) and ``tokenizer_config.json``
+        with the options ``from_pretrained`` reads, in the keys transformers uses."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, VOCAB_NAME), "w", encoding="utf-8") as f:
+            f.writelines(token + "\n" for token, _ in sorted(self.vocab.items(), key=lambda kv: kv[1]))
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.do_lower_case,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "never_split": sorted(self.never_split) or None,
+            "model_max_length": self.model_max_length if self.model_max_length != NO_MAX_LENGTH else None,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+            "unk_token": self.unk_token, "sep_token": self.sep_token, "pad_token": self.pad_token,
+            "cls_token": self.cls_token, "mask_token": self.mask_token,
+        }
+        with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump({k: v for k, v in config.items() if v is not None}, f, indent=2)
+            f.write("\n")
+
     # ---- vocabulary -------------------------------------------------------------------------
 
     @property

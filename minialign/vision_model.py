@@ -168,12 +168,6 @@ class AlignVisionModel(PretrainedModel):
         return AlignVisionConfig.from_pretrained(directory)
 
     @classmethod
-    def _select_weights(cls, state):
-        # BatchNorm's num_batches_tracked counts training steps; eval-mode inference never reads it.
-        state = super()._select_weights(state)
-        return {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
-
-    @classmethod
     def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
         stem = round_filters(config, 32)
         shapes = {"embeddings.convolution.weight": (stem, config.num_channels, 3, 3)}

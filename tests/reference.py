@@ -33,6 +33,8 @@ def randomize_(model, seed: int = 0, scale: float = 0.5):
                 b.copy_(0.1 * torch.randn(b.shape, generator=gen))
             elif name.endswith("running_var"):
                 b.copy_(0.5 + torch.rand(b.shape, generator=gen))
+            elif name.endswith("num_batches_tracked"):  # a step counter; must survive a round trip
+                b.fill_(1000 + seed)
     return model.eval()
 
 
@@ -43,3 +45,50 @@ def text_model(seed: int = 0, **config):
     model = AlignTextModel(AlignTextConfig(**config))
     model.config._attn_implementation = "eager"  # the reference attention; also returns probs
     return randomize_(model, seed)
+
+
+# A small English WordPiece vocabulary: the special tokens, whole words for common captions, and
+# every lower-case letter and digit on its own and as a "##" continuation, so that any ASCII
+# word tokenizes (into several pieces when it is not listed).
+CAPTION_WORDS = (
+    "a an the of on in with and photo picture image this is red green blue yellow black white "
+    "small large big dog cat car bird tree house man woman child ball circle square triangle star "
+    "sitting running standing street beach field park near next to . , !"
+).split()
+
+
+def english_vocab() -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return specials + list(dict.fromkeys(CAPTION_WORDS + list(letters) + ["##" + c for c in letters]))
+
+
+def align_checkpoint(directory, *, seed: int = 0, temperature: float = 0.07, text=None, vision=None,
+                     projection_dim: int = 640):
+    """Write a complete hub-layout ALIGN directory with random non-trivial weights.
+
+    config.json + model.safetensors from transformers' AlignModel, vocab.txt + tokenizer_config.json
+    and align-base's preprocessor_config.json. ``text`` / ``vision`` are config overrides (the
+    vocabulary size is set to the vocabulary's). Returns the transformers model (eval mode).
+    """
+    import json
+    import os
+
+    import torch
+    from transformers import AlignConfig, AlignModel
+
+    vocab = english_vocab()
+    config = AlignConfig(text_config={**(text or {}), "vocab_size": len(vocab)}, vision_config=vision or {},
+                         projection_dim=projection_dim)
+    model = randomize_(AlignModel(config), seed=seed)
+    with torch.no_grad():
+        model.temperature.fill_(temperature)
+    model.save_pretrained(directory)
+    with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(vocab) + "\n")
+    with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as fh:
+        json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}, fh)
+    from minialign import EfficientNetImageProcessor
+
+    EfficientNetImageProcessor.align_base().save_pretrained(directory)
+    return model

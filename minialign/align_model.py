@@ -1,0 +1,125 @@
+"""ALIGN, the dual encoder: both towers, the text projection and the temperature.
+
+    texts  ──► AlignTextModel ──► last_hidden_state[:, 0]  (the [CLS] row, [B_t, 768])
+                                   ──► text_projection (768 -> 640) ──► L2-normalise ──► t [B_t, 640]
+    images ──► AlignVisionModel ──► pooler_output [B_i, 640] ──► L2-normalise ──► v [B_i, 640]
+
+    logits_per_text = t v^T / temperature     [B_t, B_i];   logits_per_image = its transpose
+
+The image tower's 640 pooled channels *are* the embedding (no image projection); the text side
+is projected from the [CLS] state, not from BERT's tanh pooler (which the checkpoint still has).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers
+from .config import AlignConfig, ConfigError
+from .hub import resolve_model_dir
+from .loss import align_loss, l2_normalize
+from .modeling import PretrainedModel
+from .text_model import AlignTextModel, TextModelOutput
+from .vision_model import AlignVisionModel, VisionModelOutput, round_filters
+
+
+@dataclass
+class AlignOutput:
+    loss: float | None  # only with return_loss=True
+    logits_per_image: np.ndarray  # [B_i, B_t]
+    logits_per_text: np.ndarray  # [B_t, B_i]
+    text_embeds: np.ndarray  # [B_t, P], L2-normalised
+    image_embeds: np.ndarray  # [B_i, P], L2-normalised
+    text_model_output: TextModelOutput
+    vision_model_output: VisionModelOutput
+
+
+class AlignModel(PretrainedModel):
+    """``model(input_ids, pixel_values, attention_mask=None, token_type_ids=None, return_loss=False)``."""
+
+    config_class = AlignConfig
+    architecture = "AlignModel"
+    ignorable_keys = tuple("text_model." + k for k in AlignTextModel.ignorable_keys)
+
+    def __init__(self, config: AlignConfig, params, *, strict: bool = True, ops=layers):
+        image_dim = round_filters(config.vision_config, config.vision_config.out_channels[-1])
+        if config.projection_dim != image_dim:
+            raise ConfigError(
+                f"AlignConfig.projection_dim={config.projection_dim} but the image embedding has {image_dim} "
+                "channels (the vision tower's last width); text and image embeddings must have the same size"
+            )
+        super().__init__(config, params, strict=strict)
+        self.ops = ops
+        state = {**self.params, **self.passthrough}
+        sub = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+        self.text_model = AlignTextModel(config.text_config, sub("text_model."), strict=strict, ops=ops)
+        self.vision_model = AlignVisionModel(config.vision_config, sub("vision_model."), strict=strict, ops=ops)
+
+    @classmethod
+    def expected_shapes(cls, config: AlignConfig) -> dict[str, tuple[int, ...]]:
+        shapes = {"text_model." + k: s for k, s in AlignTextModel.expected_shapes(config.text_config).items()}
+        shapes.update({"vision_model." + k: s for k, s in AlignVisionModel.expected_shapes(config.vision_config).items()})
+        shapes["text_projection.weight"] = (config.projection_dim, config.text_config.hidden_size)
+        shapes["text_projection.bias"] = (config.projection_dim,)
+        shapes["temperature"] = ()
+        return shapes
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True):
+        """Load from a local directory laid out like the hub's ``kakaobrain/align-base``, or from a
+        hub id found in the local Hugging Face cache (see ``minialign.hub``)."""
+        return super().from_pretrained(resolve_model_dir(path_or_id), strict=strict)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.params["temperature"])
+
+    # -- features ----------------------------------------------------------------------------
+
+    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
+        # [B, T] ints -> [B, P], not normalised
+        """The projected [CLS] state: text_projection(last_hidden_state[:, 0])."""
+        out = self.text_model(input_ids, attention_mask, token_type_ids)
+        return self._project_text(out)
+
+    def get_image_features(self, pixel_values) -> np.ndarray:
+        # [B, 3, H, W] -> [B, P], not normalised
+        """The vision tower's pooled output."""
+        return self.vision_model(pixel_values).pooler_output
+
+    def _project_text(self, out: TextModelOutput) -> np.ndarray:
+        p = self.params
+        return self.ops.linear(out.last_hidden_state[:, 0], p["text_projection.weight"], p["text_projection.bias"])
+
+    def logits(self, text_embeds: np.ndarray, image_embeds: np.ndarray) -> np.ndarray:
+        # [B_t, P], [B_i, P] (normalised) -> [B_t, B_i]
+        """Cosine similarities divided by the learned temperature."""
+        return (text_embeds @ image_embeds.T) / self.params["temperature"]
+
+    def __call__(self, input_ids, pixel_values, attention_mask=None, token_type_ids=None, *,
+                 return_loss: bool = False, output_hidden_states: bool = False) -> AlignOutput:
+        vision = self.vision_model(pixel_values, output_hidden_states=output_hidden_states)
+        text = self.text_model(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        image_embeds = l2_normalize(vision.pooler_output)
+        text_embeds = l2_normalize(self._project_text(text))
+        logits_per_text = self.logits(text_embeds, image_embeds)
+        loss = None
+        if return_loss:
+            if logits_per_text.shape[0] != logits_per_text.shape[1]:
+                raise ValueError(
+                    f"return_loss needs as many texts as images (pair i is text i with image i); got "
+                    f"{logits_per_text.shape[0]} texts and {logits_per_text.shape[1]} images"
+                )
+            loss = align_loss(logits_per_text)
+        return AlignOutput(
+            loss=loss,
+            logits_per_image=logits_per_text.T,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text,
+            vision_model_output=vision,
+        )
