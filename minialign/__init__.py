@@ -6,29 +6,32 @@ same config fields, same weight names, same outputs to float32 precision.
 
 from .align_model import AlignModel, AlignOutput
 from .checkpoint import CheckpointError
-from .image_processing import EfficientNetImageProcessor, ImageInputError
-from .processing import AlignProcessor
-from .tokenizer import BertTokenizer
 from .config import AlignConfig, AlignTextConfig, AlignVisionConfig, ConfigError
+from .image_processing import EfficientNetImageProcessor, ImageInputError
+from .pipeline import ZeroShotImageClassificationPipeline, pipeline
+from .processing import AlignProcessor
 from .text_model import AlignTextModel, TextModelOutput
+from .tokenizer import BertTokenizer
 from .vision_model import AlignVisionModel, VisionModelOutput
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignConfig",
     "AlignModel",
     "AlignOutput",
     "AlignProcessor",
-    "AlignConfig",
     "AlignTextConfig",
     "AlignTextModel",
     "AlignVisionConfig",
     "AlignVisionModel",
     "BertTokenizer",
-    "EfficientNetImageProcessor",
-    "ImageInputError",
     "CheckpointError",
     "ConfigError",
+    "EfficientNetImageProcessor",
+    "ImageInputError",
     "TextModelOutput",
     "VisionModelOutput",
+    "ZeroShotImageClassificationPipeline",
+    "pipeline",
 ]

@@ -1,0 +1,89 @@
+"""The minialign command: output formats, exit codes, one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import reference
+from minialign.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cli-model")
+    reference.align_checkpoint(
+        directory, seed=2, temperature=0.05, projection_dim=32,
+        text=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24),
+        vision=dict(width_coefficient=0.1, depth_coefficient=0.2, hidden_dim=32),
+    )
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_classify_human_and_json(checkpoint, image, capsys):
+    assert main(["classify", image, "--labels", "dog", "cat", "red car", "--model", checkpoint]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == image and len(out) == 4 and out[1].strip().endswith(("dog", "cat", "red car"))
+    assert main(["classify", image, image, "--labels", "dog", "cat", "--model", checkpoint, "--json",
+                 "--template", "a {}", "--template", "the {}"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["image"] for d in data] == [image, image]
+    scores = [r["score"] for r in data[0]["results"]]
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-5
+
+
+def test_bench_prints_every_stage(checkpoint, capsys):
+    assert main(["bench", "--model", checkpoint, "--labels", "3", "--repeats", "1", "--json"]) == 0
+    seconds = json.loads(capsys.readouterr().out)["seconds"]
+    assert set(seconds) == {"tokenize", "preprocess image", "text tower", "vision tower", "total"}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["classify", "missing.png", "--labels", "dog"], "missing.png"),
+        (["classify", "IMAGE", "--labels", "dog", "--template", "no placeholder"], "must be a string containing '{}'"),
+        (["classify", "IMAGE", "--labels", "dog", "--model", "/nonexistent/model"], "model directory not found"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(checkpoint, image, capsys, argv, message):
+    argv = [image if a == "IMAGE" else a for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", checkpoint]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("minialign classify: error:")
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "x.png"])  # no --labels
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["nope"])
+    assert info.value.code == 2
+
+
+def test_checkpoint_errors_keep_every_key_on_one_line(checkpoint, image, tmp_path, capsys):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["text_projection.bias"]
+    state["extra.weight"] = np.zeros(3, np.float32)
+    save_file(state, broken / "model.safetensors")
+    assert main(["classify", image, "--labels", "dog", "--model", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "text_projection.bias: expected (32,)" in err and "extra.weight: found (3,)" in err
