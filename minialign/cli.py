@@ -133,10 +133,13 @@ def cmd_search(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    from .parity import format_report, parity_report
+    from .parity import MissingReferenceError, format_report, parity_report
 
-    report = parity_report(args.model)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    try:
+        report = parity_report(args.model)
+    except MissingReferenceError as err:  # an install problem of the user's, not a minialign bug
+        raise ValueError(str(err)) from None
+    print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1
 
 

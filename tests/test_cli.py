@@ -87,3 +87,11 @@ def test_checkpoint_errors_keep_every_key_on_one_line(checkpoint, image, tmp_pat
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "text_projection.bias: expected (32,)" in err and "extra.weight: found (3,)" in err
+
+
+def test_parity_exit_codes(checkpoint, tmp_path, capsys):
+    assert main(["parity", "--model", checkpoint]) == 0
+    out = capsys.readouterr().out
+    assert "text.layer.0" in out and "vision.block.0" in out and "within tolerance" in out
+    assert main(["parity", "--model", checkpoint, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
