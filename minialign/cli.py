@@ -8,6 +8,7 @@ parity report with a layer over tolerance exits 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -107,11 +108,10 @@ def cmd_embed(args) -> int:
     model, processor, directory = _load(args.model)
     report = embed_folder(model, processor, args.folder, args.out, batch_size=args.batch_size,
                           model_id=args.model or directory)
-    summary = report.to_dict() if hasattr(report, "to_dict") else vars(report)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(dataclasses.asdict(report), indent=2))
     else:
-        print(report)
+        print(report.summary())
     return 0
 
 

@@ -95,3 +95,24 @@ def test_parity_exit_codes(checkpoint, tmp_path, capsys):
     assert "text.layer.0" in out and "vision.block.0" in out and "within tolerance" in out
     assert main(["parity", "--model", checkpoint, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_embed_then_search(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ["a.png", "b.jpg", "sub/c.png"]:
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "broken.png").write_text("not an image")
+    index = tmp_path / "photos.safetensors"
+    assert main(["embed", str(folder), "--out", str(index), "--model", checkpoint, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["embedded"] == 3 and len(report["failed"]) == 1 and "broken.png" in report["failed"][0][0]
+    assert main(["search", str(index), "a red car", "-k", "2", "--model", checkpoint, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 2 and {h["path"] for h in hits} <= {"a.png", "b.jpg", "sub/c.png"}
+    assert main(["search", str(index), str(folder / "b.jpg"), "--image", "-k", "1", "--model", checkpoint]) == 0
+    assert capsys.readouterr().out.split()[1] in {"a.png", "b.jpg", "sub/c.png"}
+    index.write_bytes(b"garbage")
+    assert main(["search", str(index), "dog", "--model", checkpoint]) == 2
+    assert "photos.safetensors" in capsys.readouterr().err
