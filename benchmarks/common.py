@@ -70,3 +70,17 @@ def write_json(path: str | None, result: dict) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w") as fh:
             fh.write(text + "\n")
+
+
+def gpu_time_ms(fn, *, warmup: int = 25, rep: int = 100) -> dict:
+    """Time a CUDA callable with Triton's do_bench: median and 20th/80th percentiles, in ms."""
+    from triton.testing import do_bench
+
+    p50, p20, p80 = do_bench(fn, warmup=warmup, rep=rep, quantiles=[0.5, 0.2, 0.8])
+    return {"median_ms": p50, "p20_ms": p20, "p80_ms": p80}
+
+
+def gpu_device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"

@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("classify", help="zero-shot classification of images against label names")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--labels", nargs="+", required=True, metavar="LABEL")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files (default: the example images bundled with the default model)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="candidate labels (default: the default model's own class names)")
     p.add_argument("--template", action="append", default=None, metavar="TEMPLATE",
                    help="sentence with {} for the label; repeat for a prompt ensemble "
                         "(default: 'This is a photo of {}.')")
@@ -83,10 +85,30 @@ def _load(model: str | None):
     return AlignModel.from_pretrained(directory), AlignProcessor.from_pretrained(directory), directory
 
 
+def _bundled_examples(directory: str) -> tuple[list[str], list[str]]:
+    """The example images and class names shipped next to the default model
+    (``examples/*.png`` and ``labels.json`` in its directory)."""
+    import glob
+    import os
+
+    images = sorted(glob.glob(os.path.join(directory, "examples", "*.png")))
+    labels_file = os.path.join(directory, "labels.json")
+    if not images or not os.path.isfile(labels_file):
+        raise FileNotFoundError(f"{directory} has no bundled examples/labels.json; pass IMAGE... and --labels")
+    with open(labels_file, encoding="utf-8") as fh:
+        return images, json.load(fh)
+
+
 def cmd_classify(args) -> int:
     from .pipeline import DEFAULT_TEMPLATE, pipeline
 
-    model, processor, _ = _load(args.model)
+    if args.model is not None and (not args.images or args.labels is None):
+        raise ValueError("with --model, pass the images to classify and --labels")
+    model, processor, directory = _load(args.model)
+    if not args.images or args.labels is None:  # the main job: the default model on its examples
+        examples, classes = _bundled_examples(directory)
+        args.images = args.images or examples
+        args.labels = args.labels or classes
     classifier = pipeline("zero-shot-image-classification", model=model, processor=processor)
     results = classifier(list(args.images), candidate_labels=args.labels,
                          hypothesis_template=args.template or DEFAULT_TEMPLATE)

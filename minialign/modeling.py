@@ -9,6 +9,7 @@ the rest, so each model's file contains only its architecture.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import ClassVar
@@ -16,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict, strip_prefix, write_safetensors
-from .config import _Config
+from .config import AlignConfig, _Config
 
 
 class PretrainedModel:
@@ -49,9 +50,21 @@ class PretrainedModel:
 
     # -- loading -----------------------------------------------------------------------------
 
+    # For a tower: the AlignConfig attribute holding its config, so that the tower also loads
+    # from a full ALIGN directory (whose config.json nests text_config / vision_config).
+    align_config_attr: ClassVar[str | None] = None
+
     @classmethod
     def config_from_pretrained(cls, directory: str) -> _Config:
-        """The config in ``directory/config.json``; subclasses accept parent-model configs too."""
+        """The config in ``directory/config.json`` (a tower's part of it, for a full ALIGN one)."""
+        path = os.path.join(directory, "config.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                model_type = json.load(fh).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None  # let the config class produce the precise error
+        if cls.align_config_attr and model_type == AlignConfig.model_type:
+            return getattr(AlignConfig.from_pretrained(directory), cls.align_config_attr)
         return cls.config_class.from_pretrained(directory)
 
     @classmethod

@@ -16,14 +16,12 @@ so this file and ``transformers/models/align/modeling_align.py`` can be read sid
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import layers
-from .config import AlignConfig, AlignTextConfig
+from .config import AlignTextConfig
 from .modeling import PretrainedModel
 
 
@@ -41,6 +39,7 @@ class AlignTextModel(PretrainedModel):
     config_class = AlignTextConfig
     architecture = "AlignTextModel"
     checkpoint_prefixes = ("text_model.", "bert.")
+    align_config_attr = "text_config"
     # Old transformers versions saved these constant buffers (arange / zeros); nothing to load.
     ignorable_keys = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -49,19 +48,6 @@ class AlignTextModel(PretrainedModel):
         # The backend: the functions that do the arithmetic. NumPy's layers by default; the
         # architecture below is written once, against whatever ops it is given.
         self.ops = ops
-
-    @classmethod
-    def config_from_pretrained(cls, directory: str) -> AlignTextConfig:
-        # A full ALIGN checkpoint directory holds the text config nested inside.
-        path = os.path.join(directory, "config.json")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                model_type = json.load(fh).get("model_type")
-        except (OSError, ValueError, AttributeError):
-            model_type = None  # let the config class produce the precise error
-        if model_type == AlignConfig.model_type:
-            return AlignConfig.from_pretrained(directory).text_config
-        return AlignTextConfig.from_pretrained(directory)
 
     @classmethod
     def expected_shapes(cls, config: AlignTextConfig) -> dict[str, tuple[int, ...]]:
@@ -180,20 +166,8 @@ class AlignTextModel(PretrainedModel):
                 f"{c.max_position_embeddings}; truncate the text (e.g. tokenizer(..., truncation=True, max_length=...))"
             )
         _check_range(input_ids, c.vocab_size, "input_ids", "vocab_size")
-        if attention_mask is None:
-            attention_mask = np.ones((B, T), dtype=np.int64)
-        else:
-            attention_mask = _as_int_matrix(attention_mask, "attention_mask")
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask has shape {attention_mask.shape}, input_ids has {input_ids.shape}")
-            _check_range(attention_mask, 2, "attention_mask", "2 (values must be 0 or 1)")
-        if token_type_ids is None:
-            token_type_ids = np.zeros((B, T), dtype=np.int64)
-        else:
-            token_type_ids = _as_int_matrix(token_type_ids, "token_type_ids")
-            if token_type_ids.shape != input_ids.shape:
-                raise ValueError(f"token_type_ids has shape {token_type_ids.shape}, input_ids has {input_ids.shape}")
-            _check_range(token_type_ids, c.type_vocab_size, "token_type_ids", "type_vocab_size")
+        attention_mask = _companion(attention_mask, input_ids, "attention_mask", 2, "2 (values must be 0 or 1)", 1)
+        token_type_ids = _companion(token_type_ids, input_ids, "token_type_ids", c.type_vocab_size, "type_vocab_size", 0)
         return input_ids, attention_mask, token_type_ids
 
 
@@ -211,6 +185,18 @@ def _as_int_matrix(x, name: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must hold integers, found dtype {arr.dtype}")
     return arr
+
+
+def _companion(x, input_ids: np.ndarray, name: str, upper: int, upper_name: str, default: int) -> np.ndarray:
+    """An optional [B, T] input that goes with input_ids (mask, token types): filled with
+    ``default`` when None, else checked for shape and range."""
+    if x is None:
+        return np.full(input_ids.shape, default, dtype=np.int64)
+    x = _as_int_matrix(x, name)
+    if x.shape != input_ids.shape:
+        raise ValueError(f"{name} has shape {x.shape}, input_ids has {input_ids.shape}")
+    _check_range(x, upper, name, upper_name)
+    return x
 
 
 def _check_range(x: np.ndarray, upper: int, name: str, upper_name: str) -> None:

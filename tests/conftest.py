@@ -8,9 +8,20 @@ locally to search harder.
 
 import os
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# Triton kernels run on the CPU through Triton's interpreter when there is no GPU (as in CI).
+# This must be decided before anything imports triton.
+try:
+    import torch as _torch
+
+    _HAS_CUDA = _torch.cuda.is_available()
+except ImportError:
+    _HAS_CUDA = False
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "ci",
@@ -42,3 +53,22 @@ def _seed_torch():
         return
     torch.manual_seed(SEED)
     yield
+
+
+# Kernel tests run on the GPU in float32 and bfloat16 when there is one, and on the CPU under the
+# interpreter in float32 only (it emulates the GPU with NumPy, which has no bfloat16).
+KERNEL_DEVICE = "cuda" if _HAS_CUDA else "cpu"
+KERNEL_DTYPES = ["float32", "bfloat16"] if _HAS_CUDA else ["float32"]
+
+
+@pytest.fixture(params=KERNEL_DTYPES)
+def kernel_dtype(request):
+    """Each kernel test runs once per dtype this machine can run kernels in."""
+    import torch
+
+    return getattr(torch, request.param)
+
+
+@pytest.fixture
+def kernel_device():
+    return KERNEL_DEVICE

@@ -63,9 +63,11 @@ def test_errors_are_one_line_with_exit_code_2(checkpoint, image, capsys, argv, m
     assert len(err.strip().splitlines()) == 1 and message in err and err.startswith("minialign classify: error:")
 
 
-def test_bad_arguments_exit_2(capsys):
+def test_bad_arguments_exit_2(checkpoint, capsys):
+    assert main(["classify", "x.png", "--model", checkpoint]) == 2  # no --labels
+    assert "pass the images to classify and --labels" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        main(["classify", "x.png"])  # no --labels
+        main(["classify", "--top", "many"])
     assert info.value.code == 2
     with pytest.raises(SystemExit) as info:
         main(["nope"])
