@@ -1,0 +1,172 @@
+"""kernels/se_gate.py against a hand case, the gate formula in torch, minialign's NumPy
+``squeeze_excite`` and transformers' ``AlignVisionSqueezeExciteLayer``.
+
+``kernel_dtype`` is the dtype of the four weights (the model's dtype); the pixel sums and the
+gate are float32 always. ``torch_se_gate`` is the torch reference the benchmark times too.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import TOLERANCES, assert_close
+from minialign import layers
+from minialign.kernels._checks import KernelInputError
+from minialign.kernels.se_gate import se_gate
+
+# The references use the same (rounded) weights converted to float32, and the kernel accumulates
+# in float32 whatever the weights' dtype, so one row fits both: two float32 dot products of up to
+# a few hundred terms plus exp; errors are a few ulps of O(1) values.
+TOL = TOLERANCES["float32"]
+FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def torch_se_gate(sums, hw, w_r, b_r, w_e, b_e):
+    # [B, C] float32, int, [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C] float32
+    """sigmoid(W_e silu(W_r (sums / hw) + b_r) + b_e), in float32."""
+    m = sums / hw
+    h = F.silu(F.linear(m, w_r.flatten(1).float(), b_r.float()))
+    return torch.sigmoid(F.linear(h, w_e.flatten(1).float(), b_e.float()))
+
+
+def random_se(C, S, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w_r = torch.randn(S, C, 1, 1, generator=g) / math.sqrt(C)
+    b_r = 0.5 * torch.randn(S, generator=g)
+    w_e = 2 * torch.randn(C, S, 1, 1, generator=g) / math.sqrt(S)
+    b_e = 0.5 * torch.randn(C, generator=g)
+    return [t.to(dtype) for t in (w_r, b_r, w_e, b_e)]
+
+
+def test_hand_case(kernel_device):
+    # m = sums / 2 = [1, 2]; z = 1*1 - 1*2 + 0.5 = -0.5; h = silu(-0.5); e = [2h + 0, 0*h + 1].
+    dev = kernel_device
+    sums = torch.tensor([[2.0, 4.0]], device=dev)
+    w_r = torch.tensor([[1.0, -1.0]], device=dev).view(1, 2, 1, 1)
+    b_r = torch.tensor([0.5], device=dev)
+    w_e = torch.tensor([[2.0], [0.0]], device=dev).view(2, 1, 1, 1)
+    b_e = torch.tensor([0.0, 1.0], device=dev)
+    h = -0.5 / (1 + math.exp(0.5))
+    expected = [[1 / (1 + math.exp(-2 * h)), 1 / (1 + math.exp(-1))]]
+    assert_close(se_gate(sums, 2, w_r, b_r, w_e, b_e), expected, atol=1e-7, rtol=1e-6)
+
+
+@FIXTURES_OK
+@given(
+    b=st.sampled_from([1, 2, 3]),
+    # primes, and 130 > BLOCK_C for the larger S (several steps of both C loops, the last masked)
+    c=st.sampled_from([1, 3, 7, 13, 37, 130]),
+    # 160 = align-base's widest squeeze (BLOCK_S = 256, BLOCK_C = 16); 33 -> BLOCK_S = 64
+    s=st.sampled_from([1, 2, 5, 33, 160]),
+    hw=st.sampled_from([1, 9, 49]),
+    seed=st.integers(0, 2**31),
+)
+def test_matches_torch_and_numpy(kernel_dtype, kernel_device, b, c, s, hw, seed):
+    g = torch.Generator().manual_seed(seed)
+    weights = random_se(c, s, seed, kernel_dtype)
+    sums = hw * torch.randn(b, c, generator=g)
+    gate = se_gate(sums.to(kernel_device), hw, *(t.to(kernel_device) for t in weights))
+    assert gate.dtype == torch.float32 and gate.shape == (b, c)
+
+    w32 = [t.float() for t in weights]
+    assert_close(gate, torch_se_gate(sums, hw, *w32), **TOL, name="vs torch")
+    w_r, b_r, w_e, b_e = (t.numpy() for t in w32)
+    ref = layers.sigmoid(layers.linear(layers.silu(layers.linear(sums.numpy() / hw, w_r[:, :, 0, 0], b_r)),
+                                       w_e[:, :, 0, 0], b_e))
+    assert_close(gate, ref, **TOL, name="vs numpy formula")
+
+
+def test_gate_times_x_is_numpy_squeeze_excite(kernel_device):
+    # The block's output x * gate, from the pixel sums of x, equals minialign's squeeze_excite(x).
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 7, 24)).astype(np.float32)  # [B, H, W, C]
+    w_r, b_r, w_e, b_e = (t.numpy() for t in random_se(24, 6, seed=1))
+    sums = torch.from_numpy(x.sum(axis=(1, 2))).to(kernel_device)
+    gate = se_gate(sums, 5 * 7, *(torch.from_numpy(t).to(kernel_device) for t in (w_r, b_r, w_e, b_e)))
+    out = x * gate.cpu().numpy()[:, None, None, :]
+    assert_close(out, layers.squeeze_excite(x, w_r, b_r, w_e, b_e), **TOL)
+
+
+def test_matches_transformers_layer(kernel_device):
+    from transformers import AlignVisionConfig
+    from transformers.models.align.modeling_align import AlignVisionSqueezeExciteLayer
+
+    from reference import randomize_
+
+    # An expanded MBConv block: in_dim 16 -> expand_dim 96 channels, squeezed to 16 * 0.25 = 4.
+    layer = randomize_(AlignVisionSqueezeExciteLayer(AlignVisionConfig(), in_dim=16, expand_dim=96, expand=True))
+    x = torch.randn(2, 96, 5, 7)  # [B, C, H, W]
+    with torch.no_grad():
+        expected = layer(x)
+    params = [p.detach().to(kernel_device) for p in
+              (layer.reduce.weight, layer.reduce.bias, layer.expand.weight, layer.expand.bias)]
+    gate = se_gate(x.sum(dim=(2, 3)).to(kernel_device), 5 * 7, *params)
+    assert_close(x * gate.cpu()[:, :, None, None], expected, **TOL)
+
+
+def _args(dev, B=2, C=6, S=3):
+    return [torch.randn(B, C, device=dev), 4,
+            torch.randn(S, C, 1, 1, device=dev), torch.randn(S, device=dev),
+            torch.randn(C, S, 1, 1, device=dev), torch.randn(C, device=dev)]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("sums_dtype", "sums must have dtype"),
+    ("sums_ndim", "sums must have 2 dimensions"),
+    ("sums_noncontiguous", "sums must be contiguous"),
+    ("hw_zero", "hw must be a positive int"),
+    ("hw_float", "hw must be a positive int"),
+    ("reduce_C", "reduce_weight has 5 input channels but sums has C=6"),
+    ("expand_S", r"expand_weight must be \[C=6, S=3\]"),
+    ("expand_C", r"expand_weight must be \[C=6, S=3\]"),
+    ("weight_3x3", "reduce_weight must be a 1x1 conv weight"),
+    ("reduce_bias", "reduce_bias must have shape"),
+    ("expand_bias", "expand_bias must have shape"),
+    ("weight_dtype_mismatch", "expand_weight must have dtype"),
+    ("bias_dtype_mismatch", "reduce_bias must have dtype"),
+    ("weight_int", "reduce_weight must have dtype"),
+    ("S_too_large", "squeezed width S=513 is unsupported"),
+    ("device", "reduce_weight is on meta"),
+])
+def test_bad_inputs(kernel_device, case, match):
+    dev = kernel_device
+    a = _args(dev)
+    if case == "sums_dtype":
+        a[0] = a[0].double()
+    elif case == "sums_ndim":
+        a[0] = a[0].view(2, 6, 1, 1)
+    elif case == "sums_noncontiguous":
+        a[0] = torch.randn(6, 2, device=dev).t()
+    elif case == "hw_zero":
+        a[1] = 0
+    elif case == "hw_float":
+        a[1] = 4.0
+    elif case == "reduce_C":
+        a[2] = torch.randn(3, 5, 1, 1, device=dev)
+    elif case == "expand_S":
+        a[4] = torch.randn(6, 4, 1, 1, device=dev)
+    elif case == "expand_C":
+        a[4] = torch.randn(5, 3, 1, 1, device=dev)
+    elif case == "weight_3x3":
+        a[2] = torch.randn(3, 6, 3, 3, device=dev)
+    elif case == "reduce_bias":
+        a[3] = torch.randn(4, device=dev)
+    elif case == "expand_bias":
+        a[5] = torch.randn(5, device=dev)
+    elif case == "weight_dtype_mismatch":
+        a[4] = a[4].half()
+    elif case == "bias_dtype_mismatch":
+        a[3] = a[3].half()
+    elif case == "weight_int":
+        a[2] = a[2].to(torch.int32)
+    elif case == "S_too_large":
+        a[2], a[4] = torch.randn(513, 6, 1, 1, device=dev), torch.randn(6, 513, 1, 1, device=dev)
+    elif case == "device":
+        a[2] = torch.randn(3, 6, 1, 1, device="meta")
+    with pytest.raises(KernelInputError, match=match):
+        se_gate(*a)
