@@ -1,0 +1,331 @@
+"""GEMM with a fused epilogue: every linear layer and 1x1 convolution of ALIGN in one kernel.
+
+Math. With ``A`` the activations ``[M, K]`` (BERT: ``M = B*T`` tokens; EfficientNet: ``M = B*H*W``
+pixels of a channels-last feature map) and ``W`` the weight ``[N, K]`` exactly as the checkpoint
+stores it (``nn.Linear.weight``, or a 1x1 conv weight ``[N, K, 1, 1]``)::
+
+    A'[m, k]  = A[m, k] * a_scale[m // rows_per_image, k]       optional, see below     [M, K]
+    P[m, n]   = sum_k A'[m, k] W[n, k]                           = A' W^T, float32 acc   [M, N]
+    C[m, n]   = act(P[m, n] * col_scale[n] + col_shift[n]) + residual[m, n]             [M, N]
+
+- ``col_scale``/``col_shift`` is an eval-mode batchnorm folded into one multiply-add
+  (``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``); a plain bias is a shift
+  with no scale. Either may be absent.
+- ``act`` is none, ``"gelu"`` (exact: ``x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))``, BERT's),
+  ``"gelu_tanh"`` (``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, GPT-2's "gelu_new") or
+  ``"silu"`` (``x * sigmoid(x)``, EfficientNet's "swish").
+- ``residual`` is added after the activation (EfficientNet's MBConv skip, BERT's sublayer skip).
+- ``a_scale`` is the squeeze-excitation gate ``[B, K]``: in an MBConv block the projection 1x1
+  conv reads ``x * gate[b, None, None, :]``. ``A`` holds ``B`` images of ``rows_per_image = H*W``
+  consecutive rows each, so row ``m`` belongs to image ``m // rows_per_image``. Scaling the A
+  tile as it is loaded saves a full write + read of the ``[M, K]`` gated activations -- the
+  widest tensor of the block (K = 6x the block's width).
+
+Used for: BERT's Q/K/V and output projections and FFN (bias; + GELU; + residual), the
+EfficientNet expansion conv (BN affine + SiLU) and projection conv (SE gate on A, BN affine,
++ residual).
+
+Tiling (the classic blocked matmul of Triton's tutorial 03). The output is cut into
+``BLOCK_M x BLOCK_N`` tiles, one program each. A program walks K in steps of ``BLOCK_K``: it loads
+a ``[BLOCK_M, BLOCK_K]`` tile of A (times the matching rows of ``a_scale``) and a
+``[BLOCK_K, BLOCK_N]`` tile of ``W^T`` -- read in place from ``W [N, K]`` by swapping strides, no
+transposed copy -- and accumulates their product in float32 with ``tl.dot`` (tensor cores). The
+epilogue runs on the float32 accumulator while it is still in registers, and the tile is stored
+once, in the output dtype.
+
+- Grouped ordering: consecutive program ids walk down a column of ``GROUP_M`` tiles before
+  moving right, so programs running at the same time share A row-panels and W column-panels in
+  L2 (tutorial 03 measures ~10% from this on large matrices).
+- Tails: rows/columns past M/N are *wrapped* (``% M``, ``% N``) on load, so the inner loop loads
+  without masks (the extra rows compute garbage that is never stored); the K tail is masked with
+  zeros, which add nothing to the dot product (K is a compile-time constant, so when BLOCK_K
+  divides it the mask disappears). The store is masked. Any M, N >= 1 and K >= 0 works.
+- Block sizes come from a small fixed table (``_config``), no autotuning: 128 x 256 x 64 with 8
+  warps for wide outputs (the shape tutorial 03 finds best for large 16-bit GEMMs on Hopper),
+  128 x 128 x 64 for narrow ones (N < 512: most EfficientNet projections) so that there are
+  enough tiles to fill 132 SMs, and for any GEMM with an A-scale (its tile is staged too).
+
+References: Triton tutorial 03 "Matrix Multiplication" (python/tutorials/03-matrix-multiplication.py);
+Liger-Kernel's fused linear ops; minialign/layers.py ``linear``, ``pointwise_conv``, ``batch_norm``,
+``squeeze_excite``, ``gelu``, ``gelu_new``, ``silu`` (the NumPy reference); transformers
+``AlignVisionBlock`` and ``BertIntermediate``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import triton
+import triton.language as tl
+
+from ._checks import INTERPRETED, KernelInputError, check_tensor
+
+ACTIVATIONS = (None, "gelu", "gelu_tanh", "silu")
+
+
+@triton.jit
+def _gemm_epilogue_kernel(
+    a_ptr,  # [M, K] activations, any strides (stride_am, stride_ak)
+    w_ptr,  # [N, K] weight as stored by the checkpoint, any strides (stride_wn, stride_wk)
+    c_ptr,  # [M, N] output, contiguous (row stride stride_cm, unit column stride)
+    a_scale_ptr,  # [B, K] per-(image, input channel) scale on A (the SE gate), or None
+    col_scale_ptr,  # [N] contiguous per-output-channel scale (folded BN), or None
+    col_shift_ptr,  # [N] contiguous per-output-channel shift (bias / folded BN), or None
+    residual_ptr,  # [M, N] added after the activation, any strides (stride_rm, stride_rn), or None
+    M, N,  # output size: C[M, N] = A[M, K] W[N, K]^T
+    K: tl.constexpr,  # reduction length, a compile-time constant: one compile per layer width (~15 in ALIGN).
+    #   It makes the loop bound a Python int (which Triton 3.6's interpreter needs with NumPy >= 2.4)
+    #   and lets the compiler drop the K-tail mask when BLOCK_K divides K (BERT's 768 and 3072).
+    rows_per_image,  # rows of A per image: row m reads a_scale[m // rows_per_image]
+    stride_am, stride_ak,  # A: elements between rows / between input channels
+    stride_wn, stride_wk,  # W: elements between output channels / between input channels
+    stride_cm,  # C: elements between rows
+    stride_sb, stride_sk,  # a_scale: elements between images / between input channels
+    stride_rm, stride_rn,  # residual: elements between rows / between columns
+    ACTIVATION: tl.constexpr,  # None, "gelu", "gelu_tanh" or "silu"
+    DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs (true fp32, as torch's default);
+    #   "tf32" otherwise, which 16-bit inputs ignore
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,  # output tile and K step
+    GROUP_M: tl.constexpr,  # tile rows per group in the grouped ordering
+):
+    # -- which output tile: grouped ordering (tutorial 03) -------------------------------------
+    pid = tl.program_id(axis=0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)  # the last group may be shorter
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    # -- pointers to the first K step -----------------------------------------------------------
+    # Rows/columns past the edge wrap around (see the module docstring): loads stay in bounds.
+    offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M  # [BLOCK_M] rows of A
+    offs_wn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N  # [BLOCK_N] rows of W = columns of C
+    offs_k = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    a_ptrs = a_ptr + offs_am[:, None] * stride_am + offs_k[None, :] * stride_ak  # [BLOCK_M, BLOCK_K]
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_wn[None, :] * stride_wn  # [BLOCK_K, BLOCK_N]: W^T
+    if a_scale_ptr is not None:
+        image = offs_am // rows_per_image  # [BLOCK_M] which image each row belongs to
+        s_ptrs = a_scale_ptr + image[:, None] * stride_sb + offs_k[None, :] * stride_sk  # [BLOCK_M, BLOCK_K]
+
+    # -- main loop: acc += A_tile @ W^T_tile over K ---------------------------------------------
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):  # K is a compile-time constant, see its comment above
+        if K % BLOCK_K == 0:  # no K tail: unmasked loads (decided at compile time)
+            k_valid = tl.full((BLOCK_K,), True, tl.int1)
+        else:
+            k_valid = offs_k < K - k0  # [BLOCK_K] false in the K tail: load zeros there
+        a = tl.load(a_ptrs, mask=k_valid[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=k_valid[:, None], other=0.0)
+        if a_scale_ptr is not None:
+            # Gate in float32, then round back to the input dtype so the dot runs on tensor
+            # cores in that dtype -- the same rounding as torch's eager `x * gate` in bfloat16.
+            s = tl.load(s_ptrs, mask=k_valid[None, :], other=0.0)
+            a = (a.to(tl.float32) * s.to(tl.float32)).to(w.dtype)
+            s_ptrs += BLOCK_K * stride_sk
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K * stride_ak
+        w_ptrs += BLOCK_K * stride_wk
+
+    # -- epilogue, on the float32 accumulator ---------------------------------------------------
+    offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] unwrapped, for the masked store
+    offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    n_valid = offs_cn < N
+    c_mask = (offs_cm[:, None] < M) & n_valid[None, :]  # [BLOCK_M, BLOCK_N]
+    if col_scale_ptr is not None:
+        acc = acc * tl.load(col_scale_ptr + offs_cn, mask=n_valid, other=0.0).to(tl.float32)[None, :]
+    if col_shift_ptr is not None:
+        acc = acc + tl.load(col_shift_ptr + offs_cn, mask=n_valid, other=0.0).to(tl.float32)[None, :]
+    if ACTIVATION == "gelu":
+        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))  # 1/sqrt(2)
+    elif ACTIVATION == "gelu_tanh":
+        # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp, no tanh. exp overflows to inf for
+        # very negative x, giving x / inf = -0, the right limit (never inf / inf = NaN).
+        u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)  # sqrt(2/pi) (x + 0.044715 x^3)
+        acc = acc / (1.0 + tl.exp(-2.0 * u))
+    elif ACTIVATION == "silu":
+        acc = acc / (1.0 + tl.exp(-acc))  # x * sigmoid(x); same limit argument as above
+    if residual_ptr is not None:
+        r_ptrs = residual_ptr + offs_cm[:, None] * stride_rm + offs_cn[None, :] * stride_rn
+        acc = acc + tl.load(r_ptrs, mask=c_mask, other=0.0).to(tl.float32)
+    c_ptrs = c_ptr + offs_cm[:, None] * stride_cm + offs_cn[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+
+
+def _config(dtype, N: int, has_a_scale: bool) -> dict:
+    """Block sizes, warps and pipeline depth: a fixed table, no autotuning.
+
+    - Interpreter (CPU tests): small tiles, so the tests' tiny shapes still span several tiles
+      and K steps (tails, wrapping and grouping get exercised). 16 is tl.dot's minimum.
+    - float32 runs ``tl.dot`` in true fp32 (no tensor cores): modest tiles keep registers sane.
+    - 16-bit: tensor-core tiles. 128 x 256 x 64 with 8 warps and a 3-deep pipeline
+      (3 * (128*64 + 64*256) * 2 B = 144 KiB of shared memory) is tutorial 03's top Hopper
+      config for large GEMMs; when N is narrow (< 512: EfficientNet's projections) a 256-wide
+      tile would waste columns and leave too few tiles for 132 SMs, so 128 x 128 x 64, 4 warps.
+      With an A-scale the pipeline may also stage the [BLOCK_M, BLOCK_K] gate tile (32 KiB per
+      step in float32), which would overflow shared memory at 128 x 256 x 64 (3 * 80 KiB; a
+      block gets at most 227 KiB on an H100): 128 x 128 x 64 with 3 stages (<= 3 * 64 KiB).
+    """
+    import torch
+
+    if INTERPRETED:
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
+    if has_a_scale:
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3)
+    if N >= 512:
+        return dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)
+
+
+def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = None, residual=None,
+         a_scale=None, rows_per_image: int | None = None, config: dict | None = None):
+    """``C = act((A * a_scale[image]) @ W^T * scale + shift) + residual``, in one kernel.
+
+    Args:
+        a: ``[M, K]`` activations, float32 / bfloat16 / float16 (float32 only under the
+            interpreter). Any strides (a transposed view works; a contiguous one is fastest).
+        w: ``[N, K]`` weight (``nn.Linear.weight``) or ``[N, K, 1, 1]`` (a 1x1 conv weight), same
+            dtype as ``a``, read in place with its strides.
+        bias: ``[N]``, added to every row. Shorthand for ``shift``; not combinable with
+            ``scale``/``shift`` (fold a bias into ``shift`` yourself when there is a scale).
+        scale: ``[N]`` per-output-channel scale (batchnorm folded: ``gamma / sqrt(var + eps)``).
+        shift: ``[N]`` per-output-channel shift, added after ``scale``.
+            ``bias``/``scale``/``shift`` are contiguous, in ``a``'s dtype or float32.
+        activation: None, ``"gelu"`` (exact erf form), ``"gelu_tanh"`` or ``"silu"``; applied
+            after scale/shift.
+        residual: ``[M, N]`` in ``a``'s dtype, any strides; added after the activation.
+        a_scale: ``[B, K]`` scale on A per (image, input channel), e.g. the squeeze-excitation
+            gate; in ``a``'s dtype or float32, any strides. Needs ``rows_per_image``.
+        rows_per_image: rows of ``a`` per image (``H*W``): row ``m`` is scaled by
+            ``a_scale[m // rows_per_image]``; must divide M, with ``M // rows_per_image == B``.
+        config: for benchmarks only: entries that override ``_config``'s table (BLOCK_M,
+            BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages), to compare tile shapes.
+
+    Returns:
+        ``[M, N]`` contiguous, in ``a``'s dtype (accumulated and post-processed in float32,
+        rounded once at the store).
+    """
+    import torch
+
+    io_dtypes = (torch.float32,) if INTERPRETED else (torch.float32, torch.bfloat16, torch.float16)
+    check_tensor("a", a, ndim=2)
+    if a.dtype not in io_dtypes:
+        extra = " (the Triton interpreter runs float32 only)" if INTERPRETED else ""
+        raise KernelInputError(f"a must have dtype in {[str(d) for d in io_dtypes]}, got {a.dtype}{extra}")
+    device, dtype = a.device, a.dtype
+    M, K = a.shape
+    check_tensor("w", w, dtypes=(dtype,), device=device)
+    if w.ndim == 4 and w.shape[2:] == (1, 1):
+        w = w[:, :, 0, 0]  # a 1x1 conv weight: a strided view, no copy
+    if w.ndim != 2:
+        raise KernelInputError(f"w must be [N, K] or a 1x1 conv weight [N, K, 1, 1], got shape {tuple(w.shape)}")
+    N = w.shape[0]
+    if w.shape[1] != K:
+        raise KernelInputError(f"w is [N, K] = {tuple(w.shape)} but a is [M, K] = {tuple(a.shape)}: K differs")
+
+    vector_dtypes = (dtype, torch.float32)
+    if bias is not None:
+        if scale is not None or shift is not None:
+            raise KernelInputError("give either bias, or scale and/or shift (bias is a shift without scale), "
+                                   "not both; fold a bias into shift: shift = bias * scale + shift")
+        shift = bias
+    for name, v in (("bias" if bias is not None else "shift", shift), ("scale", scale)):
+        if v is not None:
+            check_tensor(name, v, shape=(N,), dtypes=vector_dtypes, device=device, contiguous=True)
+
+    if activation not in ACTIVATIONS:
+        raise KernelInputError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+    if residual is not None:
+        check_tensor("residual", residual, shape=(M, N), dtypes=(dtype,), device=device)
+
+    if (a_scale is None) != (rows_per_image is None):
+        raise KernelInputError("a_scale and rows_per_image go together: a_scale [B, K] scales row m of a by "
+                               "a_scale[m // rows_per_image]; give both or neither")
+    if a_scale is not None:
+        if isinstance(rows_per_image, bool) or not isinstance(rows_per_image, numbers.Integral) \
+                or rows_per_image < 1:
+            raise KernelInputError(f"rows_per_image must be a positive int, got {rows_per_image!r}")
+        if M % rows_per_image:
+            raise KernelInputError(f"rows_per_image={rows_per_image} does not divide M={M}: "
+                                   "a must hold whole images")
+        check_tensor("a_scale", a_scale, shape=(M // rows_per_image, K), dtypes=vector_dtypes, device=device)
+
+    # Offsets are computed in int32 inside the kernel.
+    for name, t in (("a", a), ("w", w), ("residual", residual), ("a_scale", a_scale)):
+        if t is not None and max((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) >= 2**31:
+            raise KernelInputError(f"{name} spans 2**31 elements or more; split the GEMM (int32 offsets)")
+    if M * N >= 2**31:
+        raise KernelInputError(f"the output [M, N] = [{M}, {N}] has 2**31 elements or more; split the GEMM")
+
+    c = torch.empty((M, N), device=device, dtype=dtype)
+    if M == 0 or N == 0:
+        return c
+    cfg = _config(dtype, N, a_scale is not None)
+    if config:
+        unknown = set(config) - set(cfg)
+        if unknown:
+            raise KernelInputError(f"config keys {sorted(unknown)} are not among {sorted(cfg)}")
+        cfg.update(config)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _gemm_epilogue_kernel[grid](
+        a, w, c, a_scale, scale, shift, residual,
+        M, N, K, rows_per_image if a_scale is not None else 1,
+        a.stride(0), a.stride(1),
+        w.stride(0), w.stride(1),
+        c.stride(0),
+        *(a_scale.stride() if a_scale is not None else (0, 0)),
+        *(residual.stride() if residual is not None else (0, 0)),
+        ACTIVATION=activation,
+        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        **cfg,
+    )
+    return c
+
+
+def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, residual=None,
+                   a_scale=None, rows_per_image=None):
+    """The spec, in torch: what ``gemm`` computes, in float32 from the same inputs.
+
+    Returns float32 (compare with the output dtype's tolerance). The one rounding of the kernel
+    it copies is that of the gated ``A * a_scale`` to ``a``'s dtype (the kernel feeds tensor
+    cores in that dtype, as torch's eager ``x * gate`` does), so in bfloat16 the two differ only by
+    summation order and the final rounding of the output.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if w.ndim == 4:
+        w = w[:, :, 0, 0]
+    x = a.float()
+    if a_scale is not None:
+        image = torch.arange(a.shape[0], device=a.device) // rows_per_image  # [M]
+        x = (x * a_scale.float()[image]).to(a.dtype).float()
+    y = F.linear(x, w.float(), None if bias is None else bias.float())
+    if scale is not None:
+        y = y * scale.float()
+    if shift is not None:
+        y = y + shift.float()
+    if activation == "gelu":
+        y = F.gelu(y)
+    elif activation == "gelu_tanh":
+        y = F.gelu(y, approximate="tanh")
+    elif activation == "silu":
+        y = F.silu(y)
+    if residual is not None:
+        y = y + residual.float()
+    return y
+
+
+if __name__ == "__main__":
+    import os
+    import runpy
+    import sys
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "gemm.py")
+    sys.argv[0] = path
+    runpy.run_path(path, run_name="__main__")
