@@ -1,17 +1,31 @@
 """One align-base image (289x289) through the NumPy vision tower vs transformers on torch CPU.
 
 Both run in this process, on the same weights and input, with torch limited to as many threads
-as NumPy's BLAS uses (all cores). Reports the ratio (target: minialign <= 1.5x torch) and where
-minialign's time goes by layer type.
+as minialign uses (``layers.num_threads()``: all cores, or $MINIALIGN_NUM_THREADS; NumPy's BLAS
+uses all cores too). Reports the ratio (target: minialign <= 1.5x torch) and where minialign's
+time goes by layer type.
+
+The ratio is measured twice: from the medians of separate timing runs (``ratio_vs_best_torch``),
+and interleaved, torch then minialign in every repeat (``ratio_interleaved``), which is robust to
+a machine whose speed drifts during the run (a shared VM does).
+
+Environment worth recording with the result (the JSON does): OPENBLAS_THREAD_TIMEOUT. After each
+matrix product OpenBLAS's idle threads spin for a while (by default 2^28 cycles, ~0.1 s) and keep
+a core busy, the core minialign's elementwise threads need (see ``parallel_bands`` in layers.py);
+``OPENBLAS_THREAD_TIMEOUT=16`` makes them sleep after ~25 us. It must be set before NumPy is
+imported, so it is an environment variable, not an option:
 
     python benchmarks/vision_tower.py [--repeats 5] [--out benchmarks/results/vision_tower_cpu.json]
+    OPENBLAS_THREAD_TIMEOUT=16 python benchmarks/vision_tower.py
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -24,12 +38,46 @@ from reference import randomize_  # noqa: E402  (the tests' non-trivial weights,
 LAYER_TYPES = {
     "pointwise_conv": "1x1 convs",
     "depthwise_conv2d": "depthwise conv",
+    "depthwise_conv2d_bn_silu": "depthwise conv + its BN/SiLU (fused)",
     "squeeze_excite": "squeeze-excitation",
     "batch_norm": "BN/activation",
+    "batch_norm_silu": "BN/activation",
     "silu": "BN/activation",
     "conv2d": "stem conv",
     "global_pool": "pooling",
 }
+ENVIRONMENT = ("MINIALIGN_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+class Unfused:
+    """A backend with its fused ops spelled out as the compositions their docstrings define, each
+    part called through ``ops`` (a TimedOps), so the split can time depthwise, BN and SiLU apart."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def __getattr__(self, name):
+        return getattr(self.ops, name)
+
+    def batch_norm_silu(self, x, *bn):
+        return self.ops.silu(self.ops.batch_norm(x, *bn))
+
+    def depthwise_conv2d_bn_silu(self, x, weight, stride, padding, *bn):
+        return self.ops.silu(self.ops.batch_norm(self.ops.depthwise_conv2d(x, weight, stride, padding), *bn))
+
+
+def split_by_layer_type(model, x, ops, repeats: int, *, unfused: bool = False) -> tuple[dict[str, float], float]:
+    """Seconds per forward by layer type, and the forward's median total, with every op timed."""
+    timed = TimedOps(ops)
+    model.ops = Unfused(timed) if unfused else timed
+    totals = []
+    for _ in range(repeats):
+        totals.append(timeit(lambda: model(x), repeats=1, warmup=0)["median_s"])
+    split: dict[str, float] = {}
+    for op, seconds in timed.totals.items():
+        kind = LAYER_TYPES.get(op, op)
+        split[kind] = split.get(kind, 0.0) + seconds / repeats
+    return dict(sorted(split.items(), key=lambda kv: -kv[1])), float(np.median(totals))
 
 
 def main() -> None:
@@ -47,12 +95,12 @@ def main() -> None:
     from minialign.config import AlignVisionConfig
     from minialign.vision_model import AlignVisionModel
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(layers.num_threads())  # the same number of threads as minialign's ops
     # align-base architecture with the tests' random non-trivial weights. Not init defaults: those
     # drive activations towards zero, into float32 denormals, which slow every CPU op down.
     reference = randomize_(HFModel(HFConfig()), seed=0)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
-    ours = AlignVisionModel(AlignVisionConfig(), {k: v for k, v in state.items() if "num_batches" not in k})
+    ours = AlignVisionModel(AlignVisionConfig(), state)
 
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, args.image_size, args.image_size)).astype(np.float32)
     x_torch = torch.from_numpy(x)
@@ -66,14 +114,22 @@ def main() -> None:
         err = float(np.abs(ours(x).pooler_output - reference(x_torch).pooler_output.numpy()).max())
     t_ours = timeit(lambda: ours(x), repeats=args.repeats)
 
-    timed = TimedOps(layers)
-    ours.ops = timed
+    # Interleaved: in every repeat torch (the faster layout) then minialign, one ratio per repeat.
+    # The pause before each run lets the other library's idle threads stop spinning (OpenMP's and
+    # OpenBLAS's spin for up to ~0.1 s after their last parallel region and would steal a core).
+    nchw_faster = t_torch["median_s"] <= t_torch_cl["median_s"]
+    torch_best, x_best = (reference, x_torch) if nchw_faster else (reference_cl, x_torch_cl)
+    ratios = []
     for _ in range(args.repeats):
-        ours(x)
-    split: dict[str, float] = {}
-    for op, seconds in timed.totals.items():
-        kind = LAYER_TYPES.get(op, op)
-        split[kind] = split.get(kind, 0.0) + seconds / args.repeats
+        time.sleep(0.5)
+        with torch.inference_mode():
+            t_ref = timeit(lambda: torch_best(x_best), repeats=1, warmup=0)["median_s"]
+        time.sleep(0.5)
+        ratios.append(timeit(lambda: ours(x), repeats=1, warmup=0)["median_s"] / t_ref)
+
+    split, _ = split_by_layer_type(ours, x, layers, args.repeats)
+    split_unfused, t_unfused = split_by_layer_type(ours, x, layers, args.repeats, unfused=True)
+    ours.ops = layers
     accounted = sum(split.values())
 
     best_torch = min(t_torch["median_s"], t_torch_cl["median_s"])
@@ -81,14 +137,22 @@ def main() -> None:
         "benchmark": "vision tower, align-base, one image",
         "image_size": args.image_size,
         "machine": machine(),
+        "threads": layers.num_threads(),
+        "environment": {name: os.environ.get(name) for name in ENVIRONMENT},
         "minialign_numpy": t_ours,
         "transformers_torch_nchw": t_torch,
         "transformers_torch_channels_last": t_torch_cl,
         "ratio_vs_best_torch": t_ours["median_s"] / best_torch,
+        "ratio_interleaved": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                              "repeats": len(ratios)},
         "target_ratio": 1.5,
         "pooler_output_max_abs_diff": err,
-        "minialign_split_s": dict(sorted(split.items(), key=lambda kv: -kv[1])),
-        "minialign_split_fraction": {k: v / accounted for k, v in sorted(split.items(), key=lambda kv: -kv[1])},
+        "minialign_split_s": split,
+        "minialign_split_fraction": {k: v / accounted for k, v in split.items()},
+        # The same forward with the fused ops replaced by their reference compositions (silu,
+        # batch_norm, depthwise_conv2d called one by one): slower, but it splits every layer type.
+        "minialign_unfused_forward_s": t_unfused,
+        "minialign_split_unfused_s": split_unfused,
     })
 
 

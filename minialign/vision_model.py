@@ -18,15 +18,13 @@ interface takes and returns NCHW like transformers.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import layers
-from .config import AlignConfig, AlignVisionConfig
+from .config import AlignVisionConfig
 from .modeling import PretrainedModel
 
 
@@ -150,22 +148,12 @@ class AlignVisionModel(PretrainedModel):
     config_class = AlignVisionConfig
     architecture = "AlignVisionModel"
     checkpoint_prefixes = ("vision_model.",)
+    align_config_attr = "vision_config"
 
     def __init__(self, config: AlignVisionConfig, params, *, strict: bool = True, ops=layers):
         super().__init__(config, params, strict=strict)
         self.ops = ops  # the backend; see AlignTextModel
         self.blocks = block_specs(config)
-
-    @classmethod
-    def config_from_pretrained(cls, directory: str) -> AlignVisionConfig:
-        try:
-            with open(os.path.join(directory, "config.json"), encoding="utf-8") as fh:
-                model_type = json.load(fh).get("model_type")
-        except (OSError, ValueError, AttributeError):
-            model_type = None  # let the config class produce the precise error
-        if model_type == AlignConfig.model_type:
-            return AlignConfig.from_pretrained(directory).vision_config
-        return AlignVisionConfig.from_pretrained(directory)
 
     @classmethod
     def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
@@ -194,12 +182,18 @@ class AlignVisionModel(PretrainedModel):
         weight, bias, mean, var = (self.params[n] for n in _bn_names(prefix))
         return self.ops.batch_norm(x, weight, bias, mean, var, self.config.batch_norm_eps)
 
+    def batch_norm_silu(self, x: np.ndarray, prefix: str) -> np.ndarray:
+        # [B, H, W, C] -> [B, H, W, C]
+        """silu(self.batch_norm(x, prefix)), as one fused op."""
+        weight, bias, mean, var = (self.params[n] for n in _bn_names(prefix))
+        return self.ops.batch_norm_silu(x, weight, bias, mean, var, self.config.batch_norm_eps)
+
     def stem(self, x: np.ndarray) -> np.ndarray:
         # [B, H, W, 3] -> [B, ceil(H/2), ceil(W/2), C0]
         """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm, SiLU."""
         ops = self.ops
         x = ops.conv2d(x, self.params["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING)
-        return ops.silu(self.batch_norm(x, "embeddings.batchnorm"))
+        return self.batch_norm_silu(x, "embeddings.batchnorm")
 
     def block(self, b: BlockSpec, x: np.ndarray) -> np.ndarray:
         # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim]
@@ -209,11 +203,12 @@ class AlignVisionModel(PretrainedModel):
         h = x
         if b.expand:  # widen: in_dim -> in_dim * expand_ratio
             h = ops.pointwise_conv(h, p[pre + "expansion.expand_conv.weight"])
-            h = ops.silu(self.batch_norm(h, pre + "expansion.expand_bn"))
+            h = self.batch_norm_silu(h, pre + "expansion.expand_bn")
         padding = depthwise_padding(b.kernel_size, b.stride, b.adjust_padding)
         _check_fits(h.shape, padding, b)
-        h = ops.depthwise_conv2d(h, p[pre + "depthwise_conv.depthwise_conv.weight"], b.stride, padding)
-        h = ops.silu(self.batch_norm(h, pre + "depthwise_conv.depthwise_norm"))
+        weight = p[pre + "depthwise_conv.depthwise_conv.weight"]
+        bn = [p[n] for n in _bn_names(pre + "depthwise_conv.depthwise_norm")]
+        h = ops.depthwise_conv2d_bn_silu(h, weight, b.stride, padding, *bn, self.config.batch_norm_eps)
         h = ops.squeeze_excite(h, p[pre + "squeeze_excite.reduce.weight"], p[pre + "squeeze_excite.reduce.bias"],
                                p[pre + "squeeze_excite.expand.weight"], p[pre + "squeeze_excite.expand.bias"])
         h = ops.pointwise_conv(h, p[pre + "projection.project_conv.weight"])  # narrow: -> out_dim

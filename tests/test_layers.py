@@ -1,6 +1,7 @@
 """Each NumPy layer against torch: one hand-computed case first, then hypothesis shapes and values."""
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -211,6 +212,80 @@ def test_depthwise_conv_matches_torch(b, c, h, w, k, stride, adjust, seed):
     assert_close(ours, nhwc(expected), **F32, name="depthwise")
 
 
+def test_depthwise_conv_bn_silu_hand_case():
+    # The hand case above, then batchnorm with scale = 2 / sqrt(3 + 1) = 1 and shift = -45: the
+    # centre's sum 45 becomes z = 0 and silu(0) = 0; a corner's 12 becomes -33, silu(-33) ~ -1.5e-13.
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    one = np.ones(1, np.float32)
+    out = layers.depthwise_conv2d_bn_silu(x, w, 1, layers.same_padding(3), 2 * one, -45 * one, 0 * one, 3 * one, 1.0)
+    assert out[0, 1, 1, 0] == 0.0
+    assert_close(out[0, 0, 0, 0], -33 / (1 + math.exp(33)), atol=1e-20, rtol=1e-6)
+
+
+@given(
+    b=st.sampled_from([1, 2]),
+    c=st.sampled_from([1, 3, 8]),
+    h=st.integers(3, 12),
+    w=st.integers(3, 12),
+    k=st.sampled_from([3, 5]),
+    stride=st.sampled_from([1, 2]),
+    adjust=st.booleans(),
+    eps=st.sampled_from([1e-3, 1e-5]),
+    seed=st.integers(0, 2**31),
+)
+def test_depthwise_conv_bn_silu_matches_torch(b, c, h, w, k, stride, adjust, eps, seed):
+    """The fused depthwise stage of an MBConv block against torch's conv -> batch_norm -> silu."""
+    from minialign.vision_model import depthwise_padding
+
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((b, c, h, w)).astype(np.float32))
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    bn_weight, bn_bias, mean = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.1, 3, c).astype(np.float32)
+    top, bottom, left, right = depthwise_padding(k, stride, adjust)
+    if (h + top + bottom < k) or (w + left + right < k):
+        return  # no valid output position: torch raises too
+    conv = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride, groups=c)
+    expected = F.silu(F.batch_norm(conv, t(mean), t(var), t(bn_weight), t(bn_bias), training=False, eps=eps))
+    ours = layers.depthwise_conv2d_bn_silu(nhwc(x), weight, stride, (top, bottom, left, right),
+                                           bn_weight, bn_bias, mean, var, eps)
+    assert_close(ours, nhwc(expected), **F32, name="depthwise + BN + SiLU")
+
+
+def test_depthwise_conv_bias_and_silu_options():
+    """depthwise_conv2d(..., bias=b, silu=True) is silu(depthwise_conv2d(...) + b), exactly."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 6, 5)).astype(np.float32)
+    weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    plain = layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1))
+    np.testing.assert_array_equal(layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), bias=bias), plain + bias)
+    np.testing.assert_array_equal(layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), bias=bias, silu=True),
+                                  layers.silu(plain + bias))
+
+
+@pytest.mark.parametrize("k, stride, padding", [(3, 1, (1, 1, 1, 1)), (5, 2, (1, 2, 1, 2))])
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_depthwise_conv_bands_and_threads_match_torch(monkeypatch, threads, k, stride, padding):
+    """Bands of two output rows (an odd Ho leaves a short last band) on 1, 2 and 3 threads, both
+    strides: every output row is computed exactly once, whatever the split."""
+    b, c, h, w = 2, 5, 13, 11
+    top, bottom, left, right = padding
+    wo = (w + left + right - k) // stride + 1
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
+    monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 2 * b * wo * c)  # a row of the output is B * Wo * C
+    rng = np.random.default_rng(int(threads))
+    x = torch.from_numpy(rng.standard_normal((b, c, h, w)).astype(np.float32))
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    expected = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride, groups=c)
+    ours = layers.depthwise_conv2d(nhwc(x), weight, stride, padding)
+    assert_close(ours, nhwc(expected), **F32, name="depthwise")
+    one, zero = np.ones(c, np.float32), np.zeros(c, np.float32)
+    fused = layers.depthwise_conv2d_bn_silu(nhwc(x), weight, stride, padding, one, zero, zero, one, 0.0)
+    assert_close(fused, nhwc(F.silu(expected)), **F32, name="depthwise + BN + SiLU")
+
+
 @given(h=st.integers(2, 11), w=st.integers(2, 11), cout=st.sampled_from([1, 4, 16]), stride=st.sampled_from([1, 2]),
        seed=st.integers(0, 2**31))
 def test_conv2d_matches_torch(h, w, cout, stride, seed):
@@ -241,6 +316,88 @@ def test_batch_norm_matches_torch(c, eps, seed):
     var = rng.uniform(0.1, 3, c).astype(np.float32)
     expected = F.batch_norm(x, t(mean), t(var), t(weight), t(bias), training=False, eps=eps)
     assert_close(layers.batch_norm(nhwc(x), weight, bias, mean, var, eps), nhwc(expected), **F32)
+
+
+def test_batch_norm_silu_hand_case():
+    # scale = 2 / sqrt(3 + 1) = 1, shift = 1 - 1 * 1 = 0: z = x, and silu(0) = 0, silu(2) = 2 / (1 + e^-2).
+    one = np.ones(1, np.float32)
+    x = np.array([0.0, 2.0], np.float32).reshape(2, 1)
+    out = layers.batch_norm_silu(x, 2 * one, one, one, 3 * one, eps=1.0)
+    assert_close(out, [[0.0], [2 / (1 + math.exp(-2))]], atol=1e-7, rtol=1e-6)
+
+
+@given(c=small_sizes, eps=st.sampled_from([1e-3, 1e-5]), seed=st.integers(0, 2**31))
+def test_batch_norm_silu_matches_torch(c, eps, seed):
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((2, c, 4, 3)).astype(np.float32) * 3 + 1)
+    weight, bias, mean = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.1, 3, c).astype(np.float32)
+    expected = F.silu(F.batch_norm(x, t(mean), t(var), t(weight), t(bias), training=False, eps=eps))
+    ours = layers.batch_norm_silu(nhwc(x), weight, bias, mean, var, eps)
+    assert_close(ours, nhwc(expected), **F32)
+    assert ours.dtype == np.float32 and ours.shape == nhwc(x).shape
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_batch_norm_silu_bands_and_threads_equal_the_composition(monkeypatch, threads):
+    """Many bands (7 rows each over 3 * 11 * 13 = 429 rows: a short last band) on 1, 2 and 3
+    threads give exactly silu(batch_norm(x)): the same float32 operations, in the same order."""
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
+    monkeypatch.setattr(layers, "_BN_SILU_BAND", 7 * 17)
+    rng = np.random.default_rng(int(threads))
+    x = (rng.standard_normal((3, 11, 13, 17)) * 3).astype(np.float32)
+    weight, bias, mean = (rng.standard_normal(17).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.1, 3, 17).astype(np.float32)
+    expected = layers.silu(layers.batch_norm(x, weight, bias, mean, var, 1e-3))
+    np.testing.assert_array_equal(layers.batch_norm_silu(x, weight, bias, mean, var, 1e-3), expected)
+
+
+def test_batch_norm_silu_saturates_without_warnings(monkeypatch):
+    # z = x here; exp(-z) overflows to inf for z < -88, in the pool's threads too (NumPy's error
+    # state is per thread, so the op must silence it inside each band).
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "2")
+    monkeypatch.setattr(layers, "_BN_SILU_BAND", 2)
+    x = np.array([-1000.0, -90.0, 90.0, 1000.0], np.float32).reshape(4, 1)
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = layers.batch_norm_silu(x, one, zero, zero, one, eps=0.0)
+    assert_close(out, [[0.0], [0.0], [90.0], [1000.0]], atol=1e-35, rtol=0)
+
+
+@pytest.mark.parametrize("num_rows, rows_per_band", [(1, 1), (1, 5), (13, 4), (13, 1000), (100, 3), (7, 1)])
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_parallel_bands_covers_every_row_once(monkeypatch, num_rows, rows_per_band, threads):
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
+    seen = np.zeros(num_rows, int)
+    bands = []
+
+    def visit(rows):
+        assert 1 <= rows.stop - rows.start <= rows_per_band
+        bands.append(rows)  # list.append is atomic under the GIL
+        seen[rows] += 1  # bands are disjoint, so concurrent writes never touch the same row
+
+    layers.parallel_bands(visit, num_rows, rows_per_band)
+    np.testing.assert_array_equal(seen, 1)
+    assert len(bands) == -(-num_rows // rows_per_band)
+
+
+def test_parallel_bands_raises_a_bands_exception(monkeypatch):
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "2")
+
+    def fail_on_row_3(rows):
+        if rows.start <= 3 < rows.stop:
+            raise ValueError("band with row 3")
+
+    with pytest.raises(ValueError, match="band with row 3"):
+        layers.parallel_bands(fail_on_row_3, 8, 1)
+
+
+def test_num_threads_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "3")
+    assert layers.num_threads() == 3
+    monkeypatch.delenv("MINIALIGN_NUM_THREADS")
+    assert layers.num_threads() == (os.cpu_count() or 1)
 
 
 @given(c=st.sampled_from([1, 4, 12]), se=st.sampled_from([1, 3]), seed=st.integers(0, 2**31))
