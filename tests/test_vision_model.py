@@ -79,6 +79,26 @@ def test_full_align_base_vision_tower_at_289(tmp_path):
     assert_close(out.pooler_output, ref.pooler_output, **TOLERANCES["float32_model"], name="pooler_output")
 
 
+def test_same_bits_on_any_number_of_threads_and_bands(monkeypatch):
+    """The fused ops split their work into bands of rows on a thread pool; every element is
+    computed by the same float32 operations whatever the split, so the outputs are identical."""
+    from minialign import layers
+
+    hf = _hf_vision(seed=5, width_coefficient=0.25, depth_coefficient=0.3, hidden_dim=64)
+    ours = AlignVisionModel(AlignVisionConfig(width_coefficient=0.25, depth_coefficient=0.3, hidden_dim=64),
+                            {k: v.numpy() for k, v in hf.state_dict().items()})
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 45, 41)).astype(np.float32)
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "1")
+    expected = ours(x, output_hidden_states=True)
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "3")
+    monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 64)  # a band per output row or so: many bands
+    monkeypatch.setattr(layers, "_BN_SILU_BAND", 64)
+    out = ours(x, output_hidden_states=True)
+    for i, (a, b) in enumerate(zip(out.hidden_states, expected.hidden_states)):
+        np.testing.assert_array_equal(a, b, err_msg=f"hidden_states[{i}]")
+    np.testing.assert_array_equal(out.pooler_output, expected.pooler_output)
+
+
 def test_stem_gives_144_at_289():
     """transformers' right/bottom stem padding: 289 -> 144 (TensorFlow's graph gives 145)."""
     config = AlignVisionConfig(width_coefficient=0.1, depth_coefficient=0.1)
