@@ -84,3 +84,32 @@ def gpu_device_name() -> str:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+
+
+def kernel_bench_parser(description: str):
+    """The options every kernel benchmark shares; a benchmark adds its own to the result."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="write the JSON result here")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float32", "float16"])
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
+    parser.add_argument("--dry-run", action="store_true", help="check bookkeeping and tiny shapes, time nothing")
+    return parser
+
+
+def should_time_on_gpu(name: str, dry_run: bool) -> bool:
+    """True when a kernel benchmark should time on CUDA now.
+
+    Without CUDA nothing is timed (no made-up numbers): a --dry-run then runs on Triton's CPU
+    interpreter, switched on here before anything imports triton; otherwise it says so.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return not dry_run
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if not dry_run:
+        print(f"{name} benchmark: no CUDA device, nothing timed or written "
+              "(use --dry-run to check it on the CPU interpreter)")
+    return False

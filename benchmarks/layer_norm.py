@@ -16,7 +16,6 @@ Without CUDA (and without --dry-run) it prints a message and exits 0, writing no
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -108,24 +107,17 @@ def dry_run() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None, help="write the JSON result here")
-    parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "float32", "float16"])
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    parser.add_argument("--dry-run", action="store_true", help="check bookkeeping and tiny shapes, time nothing")
+    from common import kernel_bench_parser, should_time_on_gpu
+
+    parser = kernel_bench_parser(__doc__)
     args = parser.parse_args()
 
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
-        if not args.dry_run:
-            print("layer_norm benchmark: no CUDA device, nothing timed or written "
-                  "(use --dry-run to check it on the CPU interpreter)")
-            return
-    if args.dry_run:
-        dry_run()
+    if not should_time_on_gpu("layer_norm", args.dry_run):
+        if args.dry_run:
+            dry_run()
         return
+
+    import torch
 
     import triton
     from common import gpu_device_name, machine, write_json
