@@ -105,7 +105,7 @@ def check_bn(x, res, params, eps: float, activation) -> None:
 
 def bench_bn(shape, dtype, residual: bool, compile_: bool) -> dict:
     import torch
-    from common import gpu_time_ms
+    from common import time_candidates
     from test_batchnorm_silu import torch_bn_act
 
     from minialign.kernels.batchnorm_silu import batchnorm_act, bn_scale_shift
@@ -133,15 +133,7 @@ def bench_bn(shape, dtype, residual: bool, compile_: bool) -> dict:
     n_bytes = bn_bytes(shape, dtype.itemsize, residual)
     result = dict(case="bn_residual" if residual else "bn_silu", shape=list(shape), layout="NHWC (channels_last)",
                   dtype=str(dtype).replace("torch.", ""), bytes=n_bytes)
-    with torch.no_grad():
-        for name, fn in fns.items():
-            fn()  # compile / JIT outside the timing
-            torch.cuda.synchronize()
-            t = gpu_time_ms(fn)
-            result[name] = dict(t, GBps=n_bytes / (t["median_ms"] * 1e-3) / 1e9)
-    for name in fns:
-        if name != "triton":
-            result[f"speedup_vs_{name}"] = result[name]["median_ms"] / result["triton"]["median_ms"]
+    result.update(time_candidates(fns, n_bytes))
     if not residual:
         result["meets_bandwidth_target"] = result["triton"]["GBps"] >= BANDWIDTH_TARGET_GBS
     del x, res, x_k, res_k, out
@@ -170,7 +162,7 @@ def check_se(sums, hw, weights) -> None:
 
 def bench_se(B, C, S, hw, compile_: bool) -> dict:
     import torch
-    from common import gpu_time_ms
+    from common import time_candidates
     from test_se_gate import torch_se_gate
 
     from minialign.kernels.se_gate import se_gate
@@ -189,15 +181,7 @@ def bench_se(B, C, S, hw, compile_: bool) -> dict:
         fns["torch_compile"] = lambda: compiled(sums, hw, *weights)
     n_bytes = se_bytes(B, C, S, 4)
     result = dict(case="se_gate", B=B, C=C, S=S, hw=hw, dtype="float32", bytes=n_bytes)
-    with torch.no_grad():
-        for name, fn in fns.items():
-            fn()
-            torch.cuda.synchronize()
-            t = gpu_time_ms(fn)
-            result[name] = dict(t, GBps=n_bytes / (t["median_ms"] * 1e-3) / 1e9)
-    for name in fns:
-        if name != "triton":
-            result[f"speedup_vs_{name}"] = result[name]["median_ms"] / result["triton"]["median_ms"]
+    result.update(time_candidates(fns, n_bytes))
     return result
 
 

@@ -113,3 +113,21 @@ def should_time_on_gpu(name: str, dry_run: bool) -> bool:
         print(f"{name} benchmark: no CUDA device, nothing timed or written "
               "(use --dry-run to check it on the CPU interpreter)")
     return False
+
+
+def time_candidates(fns: dict, n_bytes: int, ours: str = "triton") -> dict:
+    """Time each CUDA callable in ``fns`` (one warm-up call first, so compilation is not timed);
+    report GB/s from ``n_bytes`` and, for every other candidate, how much faster ``ours`` is."""
+    import torch
+
+    result = {}
+    with torch.no_grad():
+        for name, fn in fns.items():
+            fn()  # compile / JIT outside the timing
+            torch.cuda.synchronize()
+            t = gpu_time_ms(fn)
+            result[name] = dict(t, GBps=n_bytes / (t["median_ms"] * 1e-3) / 1e9)
+    for name in fns:
+        if name != ours:
+            result[f"speedup_vs_{name}"] = result[name]["median_ms"] / result[ours]["median_ms"]
+    return result

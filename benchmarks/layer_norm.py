@@ -59,7 +59,7 @@ def check(x, r, w, b) -> None:
 
 def bench(rows: int, H: int, dtype, residual: bool, compile_: bool) -> dict:
     import torch
-    from common import gpu_time_ms
+    from common import time_candidates
     from test_layer_norm import torch_add_layer_norm
 
     from minialign.kernels.layer_norm import layer_norm
@@ -79,15 +79,7 @@ def bench(rows: int, H: int, dtype, residual: bool, compile_: bool) -> dict:
 
     n_bytes = ln_bytes(rows, H, dtype.itemsize, residual)
     result = dict(shape=[rows, H], residual=residual, dtype=str(dtype).replace("torch.", ""), eps=EPS, bytes=n_bytes)
-    with torch.no_grad():
-        for name, fn in fns.items():
-            fn()  # compile / JIT outside the timing
-            torch.cuda.synchronize()
-            t = gpu_time_ms(fn)
-            result[name] = dict(t, GBps=n_bytes / (t["median_ms"] * 1e-3) / 1e9)
-    for name in fns:
-        if name != "triton":
-            result[f"speedup_vs_{name}"] = result[name]["median_ms"] / result["triton"]["median_ms"]
+    result.update(time_candidates(fns, n_bytes))
     return result
 
 
