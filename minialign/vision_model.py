@@ -189,7 +189,7 @@ class AlignVisionModel(PretrainedModel):
         return self.ops.batch_norm_silu(x, weight, bias, mean, var, self.config.batch_norm_eps)
 
     def stem(self, x: np.ndarray) -> np.ndarray:
-        # [B, H, W, 3] -> [B, ceil(H/2), ceil(W/2), C0]
+        # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0]  (pad 1 right/bottom, 3x3 stride 2: 289 -> 144)
         """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm, SiLU."""
         ops = self.ops
         x = ops.conv2d(x, self.params["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING)
