@@ -14,6 +14,7 @@ Texts alone, two ways:
 
 from __future__ import annotations
 
+import minialign  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS)
 import argparse
 import os
 import sys

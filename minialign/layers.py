@@ -147,10 +147,13 @@ ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_new, "relu": relu, "silu": silu, "
 # - An idle core. After each matrix product OpenBLAS's threads spin for ~0.1 s (its default
 #   OPENBLAS_THREAD_TIMEOUT, 2^28 cycles) on the core the helper thread needs, so in the vision
 #   tower, where a matrix product comes every few ms, two threads gain nothing over one (and lose
-#   nothing). With OPENBLAS_THREAD_TIMEOUT=16 (2^16 cycles, ~25 us; set before NumPy is imported)
-#   the fused batchnorm + SiLU runs 1.25x and the fused depthwise stage 1.2x faster on 2 threads,
-#   the whole tower ~10% faster. (A still smaller timeout makes every product wait for its
-#   threads to wake up.)
+#   nothing). With OPENBLAS_THREAD_TIMEOUT=16 (2^16 cycles, ~25 us) the whole tower runs ~12%
+#   faster (0.54 s instead of 0.62 s); a still smaller timeout makes every product wait for its
+#   threads to wake up. OpenBLAS reads the variable once, when NumPy loads it, so `import
+#   minialign` sets it (unless the user has) when it is the first to import NumPy.
+# Tried and dropped: each thread running its own band of a 1x1 conv's matrix product with
+# OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1), so that the epilogue follows in cache: 10-25%
+# slower than one multi-threaded product followed by a banded epilogue.
 
 
 def num_threads() -> int:
@@ -188,12 +191,13 @@ def parallel_bands(fn: Callable[[slice], None], num_rows: int, rows_per_band: in
     try:
         work()
     finally:
-        for helper in helpers:
-            helper.cancel()  # not started yet: the bands are all taken, no need to wait for it
-        wait(helpers)  # never return while a helper may still be writing
-    for helper in helpers:
-        if not helper.cancelled():
-            helper.result()  # re-raises an exception from that thread
+        # A helper that has not started is cancelled (the bands are all taken). Only started ones
+        # are waited for: a cancelled one counts as done only once a pool thread has dequeued it,
+        # which never happens if that thread is the one waiting here (a nested call would hang).
+        started = [helper for helper in helpers if not helper.cancel()]
+        wait(started)  # never return while a helper may still be writing
+    for helper in started:
+        helper.result()  # re-raises an exception from that thread
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,7 +291,12 @@ def pad_hw(x: np.ndarray, padding: Padding) -> np.ndarray:
     top, bottom, left, right = padding
     if not any(padding):
         return x
-    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    B, H, W, C = x.shape
+    # A zero-filled buffer with x copied into its interior: the same result as np.pad, which is
+    # written for every mode and dimension and takes ~3x longer on these shapes.
+    out = np.zeros((B, H + top + bottom, W + left + right, C), dtype=x.dtype)
+    out[:, top:top + H, left:left + W] = x
+    return out
 
 
 def same_padding(kernel_size: int) -> Padding:
@@ -301,46 +310,68 @@ def _output_size(size: int, kernel_size: int, stride: int) -> int:
     return (size - kernel_size) // stride + 1
 
 
-def _taps(x: np.ndarray, kernel_size: int, stride: int, rows: slice | None = None):
-    """Yield ((i, j), view) for each of the k*k kernel taps of a valid, strided convolution.
+def _windows(x: np.ndarray, kernel_size: int, stride: int) -> np.ndarray:
+    # [B, Hp, Wp, C] (already padded) -> [B, Ho, Wo, C, k, k], a view
+    """The k x k input window of every output pixel of a valid, strided convolution:
 
-    view[b, y, x, c] = x_padded[b, y*stride + i, x*stride + j, c]: the input pixel that tap (i, j)
-    sees for output pixel (y, x). ``rows`` restricts y to a range of output rows. Views are
-    strided slices, not copies.
+        windows[b, y, x, c, i, j] = x_padded[b, y*stride + i, x*stride + j, c]
+
+    A strided view of the input (numpy's sliding_window_view), no copy: the k*k taps of a
+    convolution are its last two axes.
     """
-    Ho = _output_size(x.shape[1], kernel_size, stride)
-    Wo = _output_size(x.shape[2], kernel_size, stride)
-    y0, y1 = (0, Ho) if rows is None else (rows.start, rows.stop)
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            yield (i, j), x[:, y0 * stride + i:(y1 - 1) * stride + i + 1:stride, j:j + stride * (Wo - 1) + 1:stride, :]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kernel_size, kernel_size), axis=(1, 2))
+    return windows[:, ::stride, ::stride]
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: Padding = (0, 0, 0, 0)) -> np.ndarray:
-    # [B, H, W, Cin], [Cout, Cin, k, k] -> [B, Ho, Wo, Cout]
-    """A dense k x k convolution (used by the stem), as one matrix product.
+def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | None = None,
+             residual: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
+    # [..., C], [C], -, [..., C] -> [..., C]
+    """act(y + bias) + residual: the epilogue of every convolution in the vision tower (its
+    batchnorm folded into the weights leaves a per-channel bias; see fold_batch_norm).
 
-    out[b, y, x, o] = sum_{i, j, c} x_pad[b, y*s + i, x*s + j, c] * weight[o, c, i, j]
-
-    The k*k strided views are stacked into a [B, Ho, Wo, k*k*Cin] patch matrix (im2col), and the
-    weight is laid out to match, [k*k*Cin, Cout] in (i, j, c) order.
+    ``activation`` is None or "silu". Writes into ``out`` (which may be ``y`` itself, to work in
+    place) or a new array. Computed in bands of rows of ~128K elements on all cores
+    (``parallel_bands``): each band goes through every step while it is in the CPU cache, instead
+    of each step streaming the whole activation through memory. exp, inside SiLU, is the
+    expensive step (~2 ns per float32 on the benchmark machine, ten times a multiply), which is
+    what makes the threads pay off.
     """
-    cout, cin, k, _ = weight.shape
-    x = pad_hw(x, padding)
-    patches = np.concatenate([view for _, view in _taps(x, k, stride)], axis=-1)  # [B, Ho, Wo, k*k*Cin]
-    w = weight.transpose(2, 3, 1, 0).reshape(k * k * cin, cout)  # (i, j, c) x o
-    return patches @ w
+    _check_activation(activation)
+    rows_in = y.reshape(-1, y.shape[-1])  # [N, C]
+    rows_out = (np.empty(rows_in.shape, dtype=np.float32) if out is None else out).reshape(rows_in.shape)
+    rows_res = None if residual is None else residual.reshape(rows_in.shape)
+
+    def band(rows: slice) -> None:
+        _bias_act_rows(rows_in[rows], bias, activation, None if rows_res is None else rows_res[rows],
+                       out=rows_out[rows], in_place=out is y)
+
+    parallel_bands(band, rows_in.shape[0], rows_per_band=max(1, _EPILOGUE_BAND // rows_in.shape[1]))
+    return rows_out.reshape(y.shape)
 
 
-def pointwise_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    # [B, H, W, Cin], [Cout, Cin, 1, 1], [Cout] -> [B, H, W, Cout]
-    """A 1x1 convolution: the same linear map applied at every pixel."""
-    return linear(x, weight[:, :, 0, 0], bias)
+def _check_activation(activation: str | None) -> None:
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+
+
+def _bias_act_rows(y: np.ndarray, bias, activation, residual, *, out: np.ndarray, in_place: bool) -> None:
+    """bias_act on one band, on the calling thread."""
+    if bias is not None:
+        np.add(y, bias, out=out)
+    elif not in_place:
+        out[...] = y
+    if activation == "silu":
+        _silu_(out, scratch=np.empty_like(out))
+    if residual is not None:
+        out += residual
+
+
+_EPILOGUE_BAND = 1 << 17  # elements per band of rows; see bias_act
 
 
 def _silu_(z: np.ndarray, scratch: np.ndarray) -> None:
     # [...] in place, [...] scratch of the same shape
-    """z <- silu(z) = z / (1 + exp(-z)), in place, for the fused ops below."""
+    """z <- silu(z) = z / (1 + exp(-z)), in place, for the fused ops."""
     np.negative(z, out=scratch)
     with np.errstate(over="ignore"):  # exp(-z) = inf for z < -88: then z / inf = -0, the limit
         np.exp(scratch, out=scratch)
@@ -348,73 +379,104 @@ def _silu_(z: np.ndarray, scratch: np.ndarray) -> None:
     z /= scratch
 
 
+def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: Padding = (0, 0, 0, 0),
+           *, bias: np.ndarray | None = None, activation: str | None = None) -> np.ndarray:
+    # [B, H, W, Cin], [Cout, Cin, k, k], [Cout] -> [B, Ho, Wo, Cout]
+    """A dense k x k convolution (used by the stem), as one matrix product, then ``bias_act``.
+
+    out[b, y, x, o] = sum_{i, j, c} x_pad[b, y*s + i, x*s + j, c] * weight[o, c, i, j]  (+ bias[o])
+
+    The windows are copied into a [B, Ho, Wo, Cin*k*k] patch matrix (im2col), in (c, i, j) order,
+    which is the order of the weight's [Cin, k, k] axes, so the weight is used as it is.
+    """
+    cout, cin, k, _ = weight.shape
+    windows = _windows(pad_hw(x, padding), k, stride)  # [B, Ho, Wo, Cin, k, k]
+    patches = windows.reshape(*windows.shape[:3], cin * k * k)  # a copy: the view is not contiguous
+    y = linear(patches, weight.reshape(cout, cin * k * k))
+    if bias is None and activation is None:
+        return y
+    return bias_act(y, bias, activation, out=y)
+
+
+def pointwise_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
+                   activation: str | None = None, input_scale: np.ndarray | None = None,
+                   residual: np.ndarray | None = None) -> np.ndarray:
+    # [B, H, W, Cin], [Cout, Cin, 1, 1], [Cout], -, [B, Cin], [B, H, W, Cout] -> [B, H, W, Cout]
+    """A 1x1 convolution, the same linear map at every pixel, with an optional fused epilogue:
+
+    out[b, y, x, :] = act((x[b, y, x, :] * input_scale[b]) @ W^T + bias) + residual[b, y, x, :]
+
+    ``input_scale`` is the squeeze-excitation gate of an MBConv block, one factor per (image,
+    input channel). Scaling W's columns instead of x's rows gives the same sum,
+
+        sum_c (x[p, c] * g[c]) * W[o, c]  =  sum_c x[p, c] * (W[o, c] * g[c])
+
+    (equal up to float32 rounding), and W is far smaller than the [H*W, Cin] activation, so the
+    gate costs a pass over the weight per image instead of a pass over the activation.
+    """
+    w = weight.reshape(weight.shape[0], -1)  # [Cout, Cin]
+    if input_scale is None:
+        y = linear(x, w)
+    else:
+        B, Cin = x.shape[0], x.shape[-1]
+        y = np.empty((*x.shape[:-1], w.shape[0]), dtype=np.float32)
+        for b in range(B):  # a [H*W, Cin] @ [Cin, Cout] product per image, with its own gate
+            np.matmul(x[b].reshape(-1, Cin), (w * input_scale[b]).T, out=y[b].reshape(-1, w.shape[0]))
+    if bias is None and activation is None and residual is None:
+        return y
+    return bias_act(y, bias, activation, residual, out=y)
+
+
 _DEPTHWISE_BAND = 1 << 18  # output elements per band of rows; see depthwise_conv2d
 
 
 def depthwise_conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: Padding = (0, 0, 0, 0),
-                     *, bias: np.ndarray | None = None, silu: bool = False) -> np.ndarray:
-    # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C]
+                     *, bias: np.ndarray | None = None, activation: str | None = None,
+                     return_means: bool = False):
+    # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C]  (and [B, C] with return_means)
     """Depthwise k x k convolution: each channel is filtered by its own k x k kernel.
 
-    out[b, y, x, c] = sum_{i, j} x_pad[b, y*s + i, x*s + j, c] * weight[c, 0, i, j]  (+ bias[c])
+    out[b, y, x, c] = act(sum_{i, j} x_pad[b, y*s + i, x*s + j, c] * weight[c, 0, i, j] + bias[c])
 
-    then ``silu(out)`` if ``silu`` (see depthwise_conv2d_bn_silu, which uses both options).
+    and, with ``return_means``, also mean_{y, x} out[b, y, x, c], the "squeeze" of the
+    squeeze-excitation that follows in an MBConv block, so that it need not read ``out`` again.
 
-    Written as the sum over the k*k taps: each tap is a strided view of the padded input times a
-    per-channel weight vector, accumulated into the output. No channel mixing, so there is no
+    The sum over the k*k taps is one ``einsum`` over the window view (``_windows``): for every
+    output pixel it multiplies the k*k input pixels by their weights and adds them up, without
+    the [k*k, ...] copy that im2col would make. No channel is mixed with another, so there is no
     matrix product to hand the work to -- this is the layer a GPU kernel fuses first.
 
-    Two things make it fast enough (measured on align-base's depthwise layers, one thread):
-    - Each tap's C weights are repeated along the output row, ``w[i, j]`` is [Wo, C], so a tap
-      multiplies two contiguous [Wo, C] rows: NumPy runs one long loop per row instead of a short
-      one per pixel over ``weight[:, 0, i, j]``, a strided vector. About 2.5x.
-    - The output is computed in bands of rows of ~256K elements (``parallel_bands``), so that
-      the k*k passes over a band (and the bias and SiLU) find it in the CPU cache: about 1.25x
-      over whole-image passes; smaller bands lose more to NumPy's per-call overhead than they
-      gain in cache.
+    Measured on align-base's depthwise layers (2 cores, see benchmarks/vision_tower.py):
+    - einsum's multiply-and-add loop reads each tap once; spelling the sum as k*k multiplies and
+      adds into an accumulator reads and writes the accumulator 2*k*k times: einsum is ~2x faster.
+    - The output is computed in bands of rows of ~256K elements on all cores (``parallel_bands``),
+      so the bias, the SiLU and the band's sum run while the band is in the CPU cache.
     """
+    _check_activation(activation)
     k = weight.shape[-1]
-    x = pad_hw(x, padding)
-    B, _, _, C = x.shape
-    Ho, Wo = _output_size(x.shape[1], k, stride), _output_size(x.shape[2], k, stride)
-    # w[i, j, x, c] = weight[c, 0, i, j] for every output column x
-    w = np.ascontiguousarray(np.broadcast_to(weight[:, 0].transpose(1, 2, 0)[:, :, None, :], (k, k, Wo, C)))
+    windows = _windows(pad_hw(x, padding), k, stride)  # [B, Ho, Wo, C, k, k]
+    B, Ho, Wo, C = windows.shape[:4]
+    # w[i, j, c] = weight[c, 0, i, j]: with c last, the weight and the windows both step through
+    # channels in memory order, which einsum's inner loop needs to be fast (5x on these shapes).
+    w = np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
     out = np.empty((B, Ho, Wo, C), dtype=np.float32)
+    rows_per_band = max(1, _DEPTHWISE_BAND // (B * Wo * C))
+    row_sums = np.empty((B, Ho, C), dtype=np.float32)  # row_sums[b, y, c] = sum_x out[b, y, x, c]
 
     def band(rows: slice) -> None:  # the output rows y in `rows`
-        acc = out[:, rows]  # [B, band, Wo, C], a view: accumulating into it fills `out`
-        tap = np.empty_like(acc)
-        for (i, j), view in _taps(x, k, stride, rows):
-            if i == j == 0:
-                np.multiply(view, w[i, j], out=acc)  # the first tap starts the sum (no zero-fill)
-            else:
-                np.multiply(view, w[i, j], out=tap)  # [B, band, Wo, C] * [Wo, C]
-                acc += tap
-        if bias is not None:
-            acc += bias
-        if silu:
-            _silu_(acc, scratch=tap)
+        acc = out[:, rows]  # [B, band, Wo, C], a view: writing it fills `out`
+        np.einsum("byxcij,ijc->byxc", windows[:, rows], w, out=acc)
+        _bias_act_rows(acc, bias, activation, None, out=acc, in_place=True)
+        if return_means:
+            row_sums[:, rows] = acc.sum(axis=2)
 
-    parallel_bands(band, Ho, rows_per_band=max(1, _DEPTHWISE_BAND // (B * Wo * C)))
-    return out
-
-
-def depthwise_conv2d_bn_silu(x: np.ndarray, weight: np.ndarray, stride: int, padding: Padding,
-                             bn_weight, bn_bias, running_mean, running_var, eps: float) -> np.ndarray:
-    # [B, H, W, C], [C, 1, k, k], [C] x 4 -> [B, Ho, Wo, C]
-    """silu(batch_norm(depthwise_conv2d(x, weight, stride, padding), bn_weight, bn_bias,
-    running_mean, running_var, eps)): the depthwise stage of an MBConv block as one op.
-
-    Batchnorm is x * scale + shift per channel (batch_norm_scale_shift), and a per-channel scale
-    of a depthwise conv's output is a conv with scaled weights:
-
-        sum_{i, j} x_pad[...] * weight[c, 0, i, j] * scale[c] + shift[c]
-
-    so the scale goes into the weights (equal up to float32 rounding), and the shift and the SiLU
-    are applied to each band of output rows right after its taps, while it is in the CPU cache.
-    """
-    scale, shift = batch_norm_scale_shift(bn_weight, bn_bias, running_mean, running_var, eps)
-    return depthwise_conv2d(x, weight * scale[:, None, None, None], stride, padding, bias=shift, silu=True)
+    parallel_bands(band, Ho, rows_per_band)
+    if not return_means:
+        return out
+    # Sums per row, not per band, so the result does not depend on the banding (or the number of
+    # threads); the rows are added in float64, where a float32 running sum over 144x144 pixels
+    # would lose digits.
+    return out, (row_sums.sum(axis=1, dtype=np.float64) / (Ho * Wo)).astype(np.float32)
 
 
 def batch_norm_scale_shift(weight, bias, running_mean, running_var, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -433,34 +495,27 @@ def batch_norm(x: np.ndarray, weight, bias, running_mean, running_var, eps: floa
     return x * scale + shift
 
 
-_BN_SILU_BAND = 1 << 17  # elements per band of rows; see batch_norm_silu
+def fold_batch_norm(conv_weight: np.ndarray, weight, bias, running_mean, running_var,
+                    eps: float) -> tuple[np.ndarray, np.ndarray]:
+    # [Cout, Cin/groups, k, k], [Cout] x 4 -> [Cout, Cin/groups, k, k], [Cout]
+    """Fold an eval-mode batchnorm into the convolution before it.
 
+    batch_norm(conv(x, W)) = conv(x, W) * scale + shift = conv(x, W * scale) + shift
 
-def batch_norm_silu(x: np.ndarray, weight, bias, running_mean, running_var, eps: float) -> np.ndarray:
-    # [..., C], [C] x 4 -> [..., C]
-    """silu(batch_norm(x, weight, bias, running_mean, running_var, eps)), fused: in an MBConv
-    block the expansion's batchnorm is followed by SiLU (so is the stem's).
-
-    z = x * scale + shift;  out = z / (1 + exp(-z))
-
-    The same float32 operations as the two functions (so the same bits), computed in bands of
-    rows of ~128K elements (``parallel_bands``): a band goes through all the elementwise steps
-    while it is in the CPU cache, instead of each step streaming the whole activation through
-    memory, and the bands run on all cores. exp is the expensive step (~2.3 ns per float32 here,
-    more than 10x a multiply), which is what makes the threads pay off.
+    since scaling an output channel of a convolution is the same as scaling its filter. Exact in
+    real arithmetic; in float32 the products round differently, by ~1 ulp. Done once when a model
+    is built, it removes a pass over the activation from every convolution.
     """
     scale, shift = batch_norm_scale_shift(weight, bias, running_mean, running_var, eps)
-    x_rows = x.reshape(-1, x.shape[-1])  # [N, C]
-    out = np.empty(x_rows.shape, dtype=np.float32)
+    return (conv_weight * scale[:, None, None, None]).astype(np.float32), shift.astype(np.float32)
 
-    def band(rows: slice) -> None:
-        z = out[rows]
-        np.multiply(x_rows[rows], scale, out=z)
-        z += shift  # z = batch_norm(x)
-        _silu_(z, scratch=np.empty_like(z))
 
-    parallel_bands(band, x_rows.shape[0], rows_per_band=max(1, _BN_SILU_BAND // x_rows.shape[1]))
-    return out.reshape(x.shape)
+def squeeze_excite_gate(pooled: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
+    # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
+    """The excitation of squeeze-and-excitation: g = sigmoid(W_e silu(W_r s + b_r) + b_e), a
+    factor in (0, 1) per (image, channel) from the image's channel means s (see squeeze_excite)."""
+    hidden = silu(linear(pooled, w_reduce.reshape(w_reduce.shape[0], -1), b_reduce))  # [B, S]
+    return sigmoid(linear(hidden, w_expand.reshape(w_expand.shape[0], -1), b_expand))
 
 
 def squeeze_excite(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
@@ -471,9 +526,12 @@ def squeeze_excite(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.
     s = mean_{y, x} x[b, y, x, :]                       squeeze     [B, C]
     g = sigmoid(W_e silu(W_r s + b_r) + b_e)            excite      [B, C], in (0, 1)
     out[b, y, x, c] = x[b, y, x, c] * g[b, c]
+
+    The vision tower computes the same thing in pieces: the squeeze inside depthwise_conv2d
+    (``return_means``), the gate with squeeze_excite_gate and the product inside the next
+    pointwise_conv (``input_scale``).
     """
-    pooled = x.mean(axis=(1, 2))  # [B, C]
-    gate = sigmoid(linear(silu(linear(pooled, w_reduce[:, :, 0, 0], b_reduce)), w_expand[:, :, 0, 0], b_expand))
+    gate = squeeze_excite_gate(x.mean(axis=(1, 2)), w_reduce, b_reduce, w_expand, b_expand)
     return x * gate[:, None, None, :]
 
 

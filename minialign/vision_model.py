@@ -154,6 +154,7 @@ class AlignVisionModel(PretrainedModel):
         super().__init__(config, params, strict=strict)
         self.ops = ops  # the backend; see AlignTextModel
         self.blocks = block_specs(config)
+        self.folded = self.fold_batch_norms()
 
     @classmethod
     def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
@@ -175,47 +176,70 @@ class AlignVisionModel(PretrainedModel):
             shapes.update({n: (b.out_dim,) for n in _bn_names(p + "projection.project_bn")})
         return shapes
 
+    # -- batchnorm folded into the convolutions, once ------------------------------------------
+
+    def fold_batch_norms(self) -> dict[str, np.ndarray]:
+        """Every convolution's weight with the batchnorm after it folded in (layers.fold_batch_norm),
+        and the bias that the batchnorm leaves: ``{"<conv name>.weight": ..., "<conv name>.bias": ...}``.
+
+        Eval-mode batchnorm is a fixed per-channel affine map, so folding it once here takes a
+        pass over the activation out of every convolution. ``self.params`` keeps the checkpoint's
+        weights as they are (for save_pretrained and the parity report).
+        """
+        convs = {"embeddings.convolution": "embeddings.batchnorm"}  # conv name -> its batchnorm's
+        for b in self.blocks:
+            p = f"encoder.blocks.{b.index}."
+            if b.expand:
+                convs[p + "expansion.expand_conv"] = p + "expansion.expand_bn"
+            convs[p + "depthwise_conv.depthwise_conv"] = p + "depthwise_conv.depthwise_norm"
+            convs[p + "projection.project_conv"] = p + "projection.project_bn"
+        folded = {}
+        for conv, bn in convs.items():
+            weight, bias = layers.fold_batch_norm(
+                self.params[conv + ".weight"], *(self.params[n] for n in _bn_names(bn)), self.config.batch_norm_eps
+            )
+            folded[conv + ".weight"], folded[conv + ".bias"] = weight, bias
+        return folded
+
     # -- the architecture --------------------------------------------------------------------
-
-    def batch_norm(self, x: np.ndarray, prefix: str) -> np.ndarray:
-        # [B, H, W, C] -> [B, H, W, C]
-        weight, bias, mean, var = (self.params[n] for n in _bn_names(prefix))
-        return self.ops.batch_norm(x, weight, bias, mean, var, self.config.batch_norm_eps)
-
-    def batch_norm_silu(self, x: np.ndarray, prefix: str) -> np.ndarray:
-        # [B, H, W, C] -> [B, H, W, C]
-        """silu(self.batch_norm(x, prefix)), as one fused op."""
-        weight, bias, mean, var = (self.params[n] for n in _bn_names(prefix))
-        return self.ops.batch_norm_silu(x, weight, bias, mean, var, self.config.batch_norm_eps)
 
     def stem(self, x: np.ndarray) -> np.ndarray:
         # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0]  (pad 1 right/bottom, 3x3 stride 2: 289 -> 144)
-        """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm, SiLU."""
-        ops = self.ops
-        x = ops.conv2d(x, self.params["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING)
-        return self.batch_norm_silu(x, "embeddings.batchnorm")
+        """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm (folded), SiLU."""
+        f = self.folded
+        return self.ops.conv2d(x, f["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING,
+                               bias=f["embeddings.convolution.bias"], activation="silu")
 
     def block(self, b: BlockSpec, x: np.ndarray) -> np.ndarray:
         # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim]
-        """One MBConv block (inverted residual with squeeze-excitation)."""
-        p, ops = self.params, self.ops
+        """One MBConv block (inverted residual with squeeze-excitation), in four fused ops:
+
+            h = silu(bn(expand_conv(x)))                    [B, H, W, expand_dim]   (if expanding)
+            h = silu(bn(depthwise_conv(h))), s = mean(h)    [B, H', W', expand_dim], [B, expand_dim]
+            g = squeeze_excite_gate(s)                      [B, expand_dim]
+            out = bn(project_conv(h * g)) (+ x)             [B, H', W', out_dim]
+
+        Each bn is folded into its conv's weight and bias (fold_batch_norms).
+        """
+        p, f, ops = self.params, self.folded, self.ops
         pre = f"encoder.blocks.{b.index}."
         h = x
         if b.expand:  # widen: in_dim -> in_dim * expand_ratio
-            h = ops.pointwise_conv(h, p[pre + "expansion.expand_conv.weight"])
-            h = self.batch_norm_silu(h, pre + "expansion.expand_bn")
+            conv = pre + "expansion.expand_conv"
+            h = ops.pointwise_conv(h, f[conv + ".weight"], f[conv + ".bias"], activation="silu")
         padding = depthwise_padding(b.kernel_size, b.stride, b.adjust_padding)
         _check_fits(h.shape, padding, b)
-        weight = p[pre + "depthwise_conv.depthwise_conv.weight"]
-        bn = [p[n] for n in _bn_names(pre + "depthwise_conv.depthwise_norm")]
-        h = ops.depthwise_conv2d_bn_silu(h, weight, b.stride, padding, *bn, self.config.batch_norm_eps)
-        h = ops.squeeze_excite(h, p[pre + "squeeze_excite.reduce.weight"], p[pre + "squeeze_excite.reduce.bias"],
-                               p[pre + "squeeze_excite.expand.weight"], p[pre + "squeeze_excite.expand.bias"])
-        h = ops.pointwise_conv(h, p[pre + "projection.project_conv.weight"])  # narrow: -> out_dim
-        h = self.batch_norm(h, pre + "projection.project_bn")
-        # Drop-connect (stochastic depth, config.drop_connect_rate) would randomly drop this
-        # branch while training; inference never does, so there is nothing to do here.
-        return h + x if b.residual else h
+        conv = pre + "depthwise_conv.depthwise_conv"
+        h, means = ops.depthwise_conv2d(h, f[conv + ".weight"], b.stride, padding, bias=f[conv + ".bias"],
+                                        activation="silu", return_means=True)
+        se = pre + "squeeze_excite."
+        gate = ops.squeeze_excite_gate(means, p[se + "reduce.weight"], p[se + "reduce.bias"],
+                                       p[se + "expand.weight"], p[se + "expand.bias"])
+        # Drop-connect (stochastic depth, config.drop_connect_rate) would randomly drop the branch
+        # before the residual add while training; inference never does, so there is nothing to do.
+        conv = pre + "projection.project_conv"  # narrow: -> out_dim, no activation
+        return ops.pointwise_conv(h, f[conv + ".weight"], f[conv + ".bias"], input_scale=gate,
+                                  residual=x if b.residual else None)
 
     def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
         x = self.check_inputs(pixel_values).transpose(0, 2, 3, 1)  # NCHW -> NHWC (a view)

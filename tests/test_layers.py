@@ -2,6 +2,7 @@
 
 import math
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -212,15 +213,16 @@ def test_depthwise_conv_matches_torch(b, c, h, w, k, stride, adjust, seed):
     assert_close(ours, nhwc(expected), **F32, name="depthwise")
 
 
-def test_depthwise_conv_bn_silu_hand_case():
-    # The hand case above, then batchnorm with scale = 2 / sqrt(3 + 1) = 1 and shift = -45: the
-    # centre's sum 45 becomes z = 0 and silu(0) = 0; a corner's 12 becomes -33, silu(-33) ~ -1.5e-13.
+def test_depthwise_conv_bias_silu_hand_case():
+    # The hand case above with bias -45: the centre's sum 45 becomes z = 0 and silu(0) = 0; a
+    # corner's 12 becomes -33, silu(-33) ~ -1.5e-13. The mean is that of the nine outputs.
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
     w = np.ones((1, 1, 3, 3), np.float32)
-    one = np.ones(1, np.float32)
-    out = layers.depthwise_conv2d_bn_silu(x, w, 1, layers.same_padding(3), 2 * one, -45 * one, 0 * one, 3 * one, 1.0)
+    out, means = layers.depthwise_conv2d(x, w, 1, layers.same_padding(3), bias=np.float32([-45]),
+                                         activation="silu", return_means=True)
     assert out[0, 1, 1, 0] == 0.0
-    assert_close(out[0, 0, 0, 0], -33 / (1 + math.exp(33)), atol=1e-20, rtol=1e-6)
+    assert_close(out[0, 0, 0, 0], -33 / (1 + math.exp(-(-33))), atol=1e-20, rtol=1e-6)
+    assert_close(means, out.mean(axis=(1, 2)), atol=0, rtol=1e-6)
 
 
 @given(
@@ -234,8 +236,10 @@ def test_depthwise_conv_bn_silu_hand_case():
     eps=st.sampled_from([1e-3, 1e-5]),
     seed=st.integers(0, 2**31),
 )
-def test_depthwise_conv_bn_silu_matches_torch(b, c, h, w, k, stride, adjust, eps, seed):
-    """The fused depthwise stage of an MBConv block against torch's conv -> batch_norm -> silu."""
+def test_depthwise_stage_with_folded_batch_norm_matches_torch(b, c, h, w, k, stride, adjust, eps, seed):
+    """The depthwise stage of an MBConv block as the vision tower runs it -- batchnorm folded into
+    the weights, bias + SiLU fused, the squeeze-excitation means returned -- against torch's
+    conv -> batch_norm -> silu and the mean over space."""
     from minialign.vision_model import depthwise_padding
 
     rng = np.random.default_rng(seed)
@@ -248,55 +252,66 @@ def test_depthwise_conv_bn_silu_matches_torch(b, c, h, w, k, stride, adjust, eps
         return  # no valid output position: torch raises too
     conv = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride, groups=c)
     expected = F.silu(F.batch_norm(conv, t(mean), t(var), t(bn_weight), t(bn_bias), training=False, eps=eps))
-    ours = layers.depthwise_conv2d_bn_silu(nhwc(x), weight, stride, (top, bottom, left, right),
-                                           bn_weight, bn_bias, mean, var, eps)
+    folded, shift = layers.fold_batch_norm(weight, bn_weight, bn_bias, mean, var, eps)
+    ours, means = layers.depthwise_conv2d(nhwc(x), folded, stride, (top, bottom, left, right), bias=shift,
+                                          activation="silu", return_means=True)
     assert_close(ours, nhwc(expected), **F32, name="depthwise + BN + SiLU")
+    assert_close(means, expected.mean(dim=(2, 3)), **F32, name="SE means")
 
 
 def test_depthwise_conv_bias_and_silu_options():
-    """depthwise_conv2d(..., bias=b, silu=True) is silu(depthwise_conv2d(...) + b), exactly."""
+    """depthwise_conv2d(..., bias=b, activation="silu") is silu(depthwise_conv2d(...) + b), exactly."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 7, 6, 5)).astype(np.float32)
     weight = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
     plain = layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1))
     np.testing.assert_array_equal(layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), bias=bias), plain + bias)
-    np.testing.assert_array_equal(layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), bias=bias, silu=True),
+    np.testing.assert_array_equal(layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), bias=bias, activation="silu"),
                                   layers.silu(plain + bias))
+    with pytest.raises(ValueError, match="activation must be None or 'silu', got 'gelu'"):
+        layers.depthwise_conv2d(x, weight, 2, (0, 1, 0, 1), activation="gelu")
 
 
 @pytest.mark.parametrize("k, stride, padding", [(3, 1, (1, 1, 1, 1)), (5, 2, (1, 2, 1, 2))])
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
 def test_depthwise_conv_bands_and_threads_match_torch(monkeypatch, threads, k, stride, padding):
     """Bands of two output rows (an odd Ho leaves a short last band) on 1, 2 and 3 threads, both
-    strides: every output row is computed exactly once, whatever the split."""
+    strides: every output row is computed exactly once, whatever the split, and the means do not
+    depend on it."""
     b, c, h, w = 2, 5, 13, 11
     top, bottom, left, right = padding
     wo = (w + left + right - k) // stride + 1
-    monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
-    monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 2 * b * wo * c)  # a row of the output is B * Wo * C
     rng = np.random.default_rng(int(threads))
     x = torch.from_numpy(rng.standard_normal((b, c, h, w)).astype(np.float32))
     weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "1")
+    _, whole_means = layers.depthwise_conv2d(nhwc(x), weight, stride, padding, activation="silu", return_means=True)
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
+    monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 2 * b * wo * c)  # a row of the output is B * Wo * C
     expected = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride, groups=c)
     ours = layers.depthwise_conv2d(nhwc(x), weight, stride, padding)
     assert_close(ours, nhwc(expected), **F32, name="depthwise")
-    one, zero = np.ones(c, np.float32), np.zeros(c, np.float32)
-    fused = layers.depthwise_conv2d_bn_silu(nhwc(x), weight, stride, padding, one, zero, zero, one, 0.0)
-    assert_close(fused, nhwc(F.silu(expected)), **F32, name="depthwise + BN + SiLU")
+    fused, means = layers.depthwise_conv2d(nhwc(x), weight, stride, padding, activation="silu", return_means=True)
+    assert_close(fused, nhwc(F.silu(expected)), **F32, name="depthwise + SiLU")
+    np.testing.assert_array_equal(means, whole_means)
 
 
 @given(h=st.integers(2, 11), w=st.integers(2, 11), cout=st.sampled_from([1, 4, 16]), stride=st.sampled_from([1, 2]),
        seed=st.integers(0, 2**31))
 def test_conv2d_matches_torch(h, w, cout, stride, seed):
-    """The dense stem conv, with the stem's right/bottom padding and with symmetric padding."""
+    """The dense stem conv, with the stem's right/bottom padding and with symmetric padding, plain
+    and with its fused bias + SiLU."""
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.standard_normal((2, 3, h, w)).astype(np.float32))
     weight = rng.standard_normal((cout, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
     for pad in [(0, 1, 0, 1), (1, 1, 1, 1)]:
         top, bottom, left, right = pad
         expected = F.conv2d(F.pad(x, (left, right, top, bottom)), t(weight), stride=stride)
         assert_close(layers.conv2d(nhwc(x), weight, stride, pad), nhwc(expected), **F32, name=f"conv2d pad={pad}")
+        fused = layers.conv2d(nhwc(x), weight, stride, pad, bias=bias, activation="silu")
+        assert_close(fused, nhwc(F.silu(expected + t(bias)[:, None, None])), **F32, name=f"conv2d + SiLU pad={pad}")
 
 
 @given(cin=small_sizes, cout=small_sizes, seed=st.integers(0, 2**31))
@@ -306,6 +321,23 @@ def test_pointwise_conv_matches_torch(cin, cout, seed):
     weight = rng.standard_normal((cout, cin, 1, 1)).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32)
     assert_close(layers.pointwise_conv(nhwc(x), weight, bias), nhwc(F.conv2d(x, t(weight), t(bias))), **F32)
+    assert_close(layers.pointwise_conv(nhwc(x), weight, bias, activation="silu"),
+                 nhwc(F.silu(F.conv2d(x, t(weight), t(bias)))), **F32, name="pointwise + SiLU")
+
+
+@given(b=st.sampled_from([1, 3]), cin=small_sizes, cout=small_sizes, seed=st.integers(0, 2**31))
+def test_pointwise_conv_with_gate_and_residual_matches_torch(b, cin, cout, seed):
+    """The projection of an MBConv block: conv(x * gate) + bias + residual, the gate (one factor per
+    image and input channel) applied to the weight instead of the activation."""
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.standard_normal((b, cin, 4, 5)).astype(np.float32))
+    gate = rng.uniform(0, 1, (b, cin)).astype(np.float32)
+    residual = torch.from_numpy(rng.standard_normal((b, cout, 4, 5)).astype(np.float32))
+    weight = rng.standard_normal((cout, cin, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    expected = F.conv2d(x * t(gate)[:, :, None, None], t(weight), t(bias)) + residual
+    ours = layers.pointwise_conv(nhwc(x), weight, bias, input_scale=gate, residual=nhwc(residual))
+    assert_close(ours, nhwc(expected), **F32, name="gated pointwise + residual")
 
 
 @given(c=small_sizes, eps=st.sampled_from([1e-3, 1e-5]), seed=st.integers(0, 2**31))
@@ -318,50 +350,53 @@ def test_batch_norm_matches_torch(c, eps, seed):
     assert_close(layers.batch_norm(nhwc(x), weight, bias, mean, var, eps), nhwc(expected), **F32)
 
 
-def test_batch_norm_silu_hand_case():
-    # scale = 2 / sqrt(3 + 1) = 1, shift = 1 - 1 * 1 = 0: z = x, and silu(0) = 0, silu(2) = 2 / (1 + e^-2).
-    one = np.ones(1, np.float32)
-    x = np.array([0.0, 2.0], np.float32).reshape(2, 1)
-    out = layers.batch_norm_silu(x, 2 * one, one, one, 3 * one, eps=1.0)
-    assert_close(out, [[0.0], [2 / (1 + math.exp(-2))]], atol=1e-7, rtol=1e-6)
-
-
 @given(c=small_sizes, eps=st.sampled_from([1e-3, 1e-5]), seed=st.integers(0, 2**31))
-def test_batch_norm_silu_matches_torch(c, eps, seed):
+def test_fold_batch_norm_matches_conv_then_batch_norm_in_torch(c, eps, seed):
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(rng.standard_normal((2, c, 4, 3)).astype(np.float32) * 3 + 1)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 6, 5)).astype(np.float32))
+    conv_weight = rng.standard_normal((c, 3, 3, 3)).astype(np.float32)
     weight, bias, mean = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
     var = rng.uniform(0.1, 3, c).astype(np.float32)
-    expected = F.silu(F.batch_norm(x, t(mean), t(var), t(weight), t(bias), training=False, eps=eps))
-    ours = layers.batch_norm_silu(nhwc(x), weight, bias, mean, var, eps)
-    assert_close(ours, nhwc(expected), **F32)
-    assert ours.dtype == np.float32 and ours.shape == nhwc(x).shape
+    expected = F.batch_norm(F.conv2d(x, t(conv_weight)), t(mean), t(var), t(weight), t(bias), training=False, eps=eps)
+    folded, shift = layers.fold_batch_norm(conv_weight, weight, bias, mean, var, eps)
+    assert folded.dtype == shift.dtype == np.float32
+    assert_close(layers.conv2d(nhwc(x), folded, bias=shift), nhwc(expected), **F32, name="folded conv")
+
+
+def test_bias_act_hand_case():
+    # silu(0) = 0, silu(2) = 2 / (1 + e^-2), then + residual.
+    x = np.array([-1.0, 1.0], np.float32).reshape(2, 1)
+    out = layers.bias_act(x, np.float32([1.0]), "silu", residual=np.float32([[10.0], [20.0]]))
+    assert_close(out, [[10.0], [20 + 2 / (1 + math.exp(-2))]], atol=1e-6, rtol=1e-6)
+    assert x[1, 0] == 1.0  # not in place unless asked
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "3"])
-def test_batch_norm_silu_bands_and_threads_equal_the_composition(monkeypatch, threads):
+def test_bias_act_bands_and_threads_equal_the_composition(monkeypatch, threads):
     """Many bands (7 rows each over 3 * 11 * 13 = 429 rows: a short last band) on 1, 2 and 3
-    threads give exactly silu(batch_norm(x)): the same float32 operations, in the same order."""
+    threads give exactly silu(x + bias) + residual: the same float32 operations, in the same
+    order; in place too."""
     monkeypatch.setenv("MINIALIGN_NUM_THREADS", threads)
-    monkeypatch.setattr(layers, "_BN_SILU_BAND", 7 * 17)
+    monkeypatch.setattr(layers, "_EPILOGUE_BAND", 7 * 17)
     rng = np.random.default_rng(int(threads))
     x = (rng.standard_normal((3, 11, 13, 17)) * 3).astype(np.float32)
-    weight, bias, mean = (rng.standard_normal(17).astype(np.float32) for _ in range(3))
-    var = rng.uniform(0.1, 3, 17).astype(np.float32)
-    expected = layers.silu(layers.batch_norm(x, weight, bias, mean, var, 1e-3))
-    np.testing.assert_array_equal(layers.batch_norm_silu(x, weight, bias, mean, var, 1e-3), expected)
+    bias = rng.standard_normal(17).astype(np.float32)
+    residual = rng.standard_normal(x.shape).astype(np.float32)
+    expected = layers.silu(x + bias) + residual
+    np.testing.assert_array_equal(layers.bias_act(x, bias, "silu", residual), expected)
+    np.testing.assert_array_equal(layers.bias_act(x, bias, "silu", residual, out=x), expected)
+    np.testing.assert_array_equal(x, expected)
 
 
-def test_batch_norm_silu_saturates_without_warnings(monkeypatch):
-    # z = x here; exp(-z) overflows to inf for z < -88, in the pool's threads too (NumPy's error
-    # state is per thread, so the op must silence it inside each band).
+def test_bias_act_silu_saturates_without_warnings(monkeypatch):
+    # exp(-z) overflows to inf for z < -88, in the pool's threads too (NumPy's error state is per
+    # thread, so the op must silence it inside each band).
     monkeypatch.setenv("MINIALIGN_NUM_THREADS", "2")
-    monkeypatch.setattr(layers, "_BN_SILU_BAND", 2)
+    monkeypatch.setattr(layers, "_EPILOGUE_BAND", 2)
     x = np.array([-1000.0, -90.0, 90.0, 1000.0], np.float32).reshape(4, 1)
-    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = layers.batch_norm_silu(x, one, zero, zero, one, eps=0.0)
+        out = layers.bias_act(x, None, "silu")
     assert_close(out, [[0.0], [0.0], [90.0], [1000.0]], atol=1e-35, rtol=0)
 
 
@@ -391,6 +426,25 @@ def test_parallel_bands_raises_a_bands_exception(monkeypatch):
 
     with pytest.raises(ValueError, match="band with row 3"):
         layers.parallel_bands(fail_on_row_3, 8, 1)
+
+
+def test_parallel_bands_nested_calls_finish(monkeypatch):
+    """A band that itself calls parallel_bands (an op using another) must not wait for a helper
+    that can never start: the pool's threads are all busy in the outer call."""
+    monkeypatch.setenv("MINIALIGN_NUM_THREADS", "2")
+    seen = np.zeros((4, 6), int)
+
+    def outer(rows):
+        for r in range(rows.start, rows.stop):
+            def inner(cols, r=r):
+                seen[r, cols] += 1
+            layers.parallel_bands(inner, 6, 1)
+
+    runner = threading.Thread(target=layers.parallel_bands, args=(outer, 4, 1), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "nested parallel_bands hung"
+    np.testing.assert_array_equal(seen, 1)
 
 
 def test_num_threads_reads_the_environment(monkeypatch):

@@ -92,7 +92,7 @@ def test_same_bits_on_any_number_of_threads_and_bands(monkeypatch):
     expected = ours(x, output_hidden_states=True)
     monkeypatch.setenv("MINIALIGN_NUM_THREADS", "3")
     monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 64)  # a band per output row or so: many bands
-    monkeypatch.setattr(layers, "_BN_SILU_BAND", 64)
+    monkeypatch.setattr(layers, "_EPILOGUE_BAND", 64)
     out = ours(x, output_hidden_states=True)
     for i, (a, b) in enumerate(zip(out.hidden_states, expected.hidden_states)):
         np.testing.assert_array_equal(a, b, err_msg=f"hidden_states[{i}]")
