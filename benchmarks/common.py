@@ -22,6 +22,25 @@ def timeit(fn, *, repeats: int = 5, warmup: int = 1) -> dict:
     return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples), "repeats": repeats}
 
 
+def interleaved_ratio(ours, reference, *, repeats: int = 5, pause_s: float = 0.5) -> dict:
+    """``ours`` time / ``reference`` time, measured in alternation: reference then ours in every
+    repeat, one ratio per repeat; median/min/max of the ratios.
+
+    Robust to a machine whose speed drifts during the run (a shared VM does), which separate
+    timing runs are not. The pause before each call lets the other library's idle threads stop
+    spinning (OpenMP's and OpenBLAS's spin for up to ~0.1 s after their last parallel region and
+    would steal a core).
+    """
+    ours(), reference()  # warm up
+    ratios = []
+    for _ in range(repeats):
+        time.sleep(pause_s)
+        t_ref = timeit(reference, repeats=1, warmup=0)["median_s"]
+        time.sleep(pause_s)
+        ratios.append(timeit(ours, repeats=1, warmup=0)["median_s"] / t_ref)
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "repeats": repeats}
+
+
 class TimedOps:
     """Wraps a backend module so every op call is timed; ``totals`` maps op name -> seconds."""
 

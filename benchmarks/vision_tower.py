@@ -23,15 +23,13 @@ from __future__ import annotations
 import minialign  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS)
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from common import TimedOps, machine, timeit, write_json  # noqa: E402
+from common import TimedOps, interleaved_ratio, machine, timeit, write_json  # noqa: E402
 from reference import randomize_  # noqa: E402  (the tests' non-trivial weights, shared on purpose)
 
 # Which layer type each backend op belongs to, for the split. The fused ops carry their batchnorm
@@ -118,18 +116,14 @@ def main() -> None:
         err = float(np.abs(ours(x).pooler_output - reference(x_torch).pooler_output.numpy()).max())
     t_ours = timeit(lambda: ours(x), repeats=args.repeats)
 
-    # Interleaved: in every repeat torch (the faster layout) then minialign, one ratio per repeat.
-    # The pause before each run lets the other library's idle threads stop spinning (OpenMP's and
-    # OpenBLAS's spin for up to ~0.1 s after their last parallel region and would steal a core).
     nchw_faster = t_torch["median_s"] <= t_torch_cl["median_s"]
     torch_best, x_best = (reference, x_torch) if nchw_faster else (reference_cl, x_torch_cl)
-    ratios = []
-    for _ in range(args.repeats):
-        time.sleep(0.5)
+
+    def torch_forward():
         with torch.inference_mode():
-            t_ref = timeit(lambda: torch_best(x_best), repeats=1, warmup=0)["median_s"]
-        time.sleep(0.5)
-        ratios.append(timeit(lambda: ours(x), repeats=1, warmup=0)["median_s"] / t_ref)
+            return torch_best(x_best)
+
+    interleaved = interleaved_ratio(lambda: ours(x), torch_forward, repeats=args.repeats)
 
     split, _ = split_by_layer_type(ours, x, layers, args.repeats)
     split_unfused, t_unfused = split_by_layer_type(ours, x, layers, args.repeats, unfused=True)
@@ -147,8 +141,7 @@ def main() -> None:
         "transformers_torch_nchw": t_torch,
         "transformers_torch_channels_last": t_torch_cl,
         "ratio_vs_best_torch": t_ours["median_s"] / best_torch,
-        "ratio_interleaved": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-                              "repeats": len(ratios)},
+        "ratio_interleaved": interleaved,
         "target_ratio": 1.5,
         "pooler_output_max_abs_diff": err,
         "minialign_split_s": split,
