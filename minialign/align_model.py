@@ -53,6 +53,7 @@ class AlignModel(PretrainedModel):
             )
         super().__init__(config, params, strict=strict)
         self.ops = ops
+        self.tensors = {name: ops.from_numpy(self.params[name]) for name in ("text_projection.weight", "text_projection.bias")}
         state = {**self.params, **self.passthrough}
         sub = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
         self.text_model = AlignTextModel(config.text_config, sub("text_model."), strict=strict, ops=ops)
@@ -68,10 +69,13 @@ class AlignModel(PretrainedModel):
         return shapes
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True):
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True, backend: str = "numpy",
+                        device: str | None = None, dtype: str = "float32"):
         """Load from a local directory laid out like the hub's ``kakaobrain/align-base``, or from a
-        hub id found in the local Hugging Face cache (see ``minialign.hub``)."""
-        return super().from_pretrained(resolve_model_dir(path_or_id), strict=strict)
+        hub id found in the local Hugging Face cache (see ``minialign.hub``). ``backend``,
+        ``device`` and ``dtype`` choose the ops (see ``minialign.backends.get_ops``)."""
+        return super().from_pretrained(resolve_model_dir(path_or_id), strict=strict, backend=backend,
+                                       device=device, dtype=dtype)
 
     @property
     def temperature(self) -> float:
@@ -88,11 +92,14 @@ class AlignModel(PretrainedModel):
     def get_image_features(self, pixel_values) -> np.ndarray:
         # [B, 3, H, W] -> [B, P], not normalised
         """The vision tower's pooled output."""
-        return self.vision_model(pixel_values).pooler_output
+        return self.ops.to_numpy(self.vision_model(pixel_values).pooler_output)
 
     def _project_text(self, out: TextModelOutput) -> np.ndarray:
-        p = self.params
-        return self.ops.linear(out.last_hidden_state[:, 0], p["text_projection.weight"], p["text_projection.bias"])
+        # [B, T, H] backend array -> [B, P] NumPy: what follows (normalising, logits, loss) is a
+        # few hundred numbers per text, done in NumPy whatever the backend.
+        p = self.tensors
+        projected = self.ops.linear(out.last_hidden_state[:, 0], p["text_projection.weight"], p["text_projection.bias"])
+        return self.ops.to_numpy(projected)
 
     def logits(self, text_embeds: np.ndarray, image_embeds: np.ndarray) -> np.ndarray:
         # [B_t, P], [B_i, P] (normalised) -> [B_t, B_i]
@@ -103,7 +110,7 @@ class AlignModel(PretrainedModel):
                  return_loss: bool = False, output_hidden_states: bool = False) -> AlignOutput:
         vision = self.vision_model(pixel_values, output_hidden_states=output_hidden_states)
         text = self.text_model(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
-        image_embeds = l2_normalize(vision.pooler_output)
+        image_embeds = l2_normalize(self.ops.to_numpy(vision.pooler_output))
         text_embeds = l2_normalize(self._project_text(text))
         logits_per_text = self.logits(text_embeds, image_embeds)
         loss = None

@@ -15,6 +15,7 @@ import time
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .backends import BACKENDS, DTYPES
 from .image_processing import ImageInputError
 
 # Errors that mean "the user's input is wrong", not "minialign has a bug".
@@ -25,6 +26,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="model directory or cached hub id (default: the embedded model)")
+    parser.add_argument("--backend", choices=BACKENDS, default="numpy",
+                        help="numpy (CPU, the reference) or triton (a CUDA GPU, through the Triton kernels)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="triton backend only: compute dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +81,14 @@ def _model_dir(model: str | None) -> str:
     return default_model_dir() if model is None else resolve_model_dir(model)
 
 
-def _load(model: str | None):
+def _load(args):
     from .align_model import AlignModel
     from .processing import AlignProcessor
 
-    directory = _model_dir(model)
-    return AlignModel.from_pretrained(directory), AlignProcessor.from_pretrained(directory), directory
+    directory = _model_dir(args.model)
+    backend = getattr(args, "backend", "numpy")  # parity compares with transformers: always NumPy
+    model = AlignModel.from_pretrained(directory, backend=backend, dtype=getattr(args, "dtype", "float32"))
+    return model, AlignProcessor.from_pretrained(directory), directory
 
 
 def _bundled_examples(directory: str) -> tuple[list[str], list[str]]:
@@ -104,7 +110,7 @@ def cmd_classify(args) -> int:
 
     if args.model is not None and (not args.images or args.labels is None):
         raise ValueError("with --model, pass the images to classify and --labels")
-    model, processor, directory = _load(args.model)
+    model, processor, directory = _load(args)
     if not args.images or args.labels is None:  # the main job: the default model on its examples
         examples, classes = _bundled_examples(directory)
         args.images = args.images or examples
@@ -127,7 +133,7 @@ def cmd_classify(args) -> int:
 def cmd_embed(args) -> int:
     from .retrieval import embed_folder
 
-    model, processor, directory = _load(args.model)
+    model, processor, directory = _load(args)
     report = embed_folder(model, processor, args.folder, args.out, batch_size=args.batch_size,
                           model_id=args.model or directory)
     if args.json:
@@ -143,7 +149,7 @@ def cmd_search(args) -> int:
     if args.k < 1:
         raise ValueError(f"-k must be at least 1, got {args.k}")
     index = load_index(args.index)
-    model, processor, _ = _load(args.model)
+    model, processor, _ = _load(args)
     find = search_image if args.image else search_text
     hits = find(model, processor, index, args.query, k=args.k)
     if args.json:
@@ -169,7 +175,7 @@ def cmd_bench(args) -> int:
     """Time each stage of zero-shot classification of one image on the chosen model."""
     import numpy as np
 
-    model, processor, _ = _load(args.model)
+    model, processor, _ = _load(args)
     labels = [f"label number {i}" for i in range(args.labels)]
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     sentences = [f"This is a photo of {label}." for label in labels]

@@ -205,9 +205,11 @@ def parallel_bands(fn: Callable[[slice], None], num_rows: int, rows_per_band: in
 # ----------------------------------------------------------------------------------------------
 
 
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+           activation: str | None = None) -> np.ndarray:
     # [..., in], [out, in], [out] -> [..., out]
-    """y = x W^T + b, with W stored as [out, in] like torch's nn.Linear.
+    """y = act(x W^T + b), with W stored as [out, in] like torch's nn.Linear; ``activation`` is
+    None or a name in ACTIVATIONS (a GPU backend fuses it into the matrix product).
 
     The leading axes are flattened first: NumPy runs a [B, T, in] @ [in, out] product as B
     separate small matrix products, a [B*T, in] @ [in, out] one as a single large BLAS call
@@ -216,7 +218,7 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     if bias is not None:
         y += bias
-    return y
+    return y if activation is None else ACTIVATIONS[activation](y)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -272,6 +274,55 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | No
         scores += bias
     probs = softmax(scores, axis=-1)
     return probs @ v, probs
+
+
+def multi_head_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, attention_mask: np.ndarray,
+                         num_heads: int, *, return_probs: bool = False):
+    # [B, T, H] x 3, [B, T] of {0, 1} -> ([B, T, H], [B, heads, T, T] or None)
+    """Self-attention over ``num_heads`` heads of the projected q, k, v: split H into heads x d,
+    attend per head with padded keys masked (attention_bias), merge the heads back.
+
+    Returns the merged context and, if ``return_probs``, the attention probabilities.
+    """
+    B, T, H = q.shape
+    d = H // num_heads
+
+    def split_heads(y):  # [B, T, H] -> [B, heads, T, d]
+        return y.reshape(B, T, num_heads, d).transpose(0, 2, 1, 3)
+
+    context, probs = attention(split_heads(q), split_heads(k), split_heads(v), attention_bias(attention_mask))
+    return context.transpose(0, 2, 1, 3).reshape(B, T, H), (probs if return_probs else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the backend interface: arrays in and out
+# ----------------------------------------------------------------------------------------------
+# A backend is an object with the functions of this module that the models call (the "ops"); the
+# Triton backend (minialign/triton_ops.py) has the same names. These four move arrays across the
+# boundary; for NumPy they do (almost) nothing.
+
+BACKEND = "numpy"  # what from_pretrained(..., backend=...) calls it
+
+
+def from_numpy(array: np.ndarray) -> np.ndarray:
+    """A NumPy array as this backend's array: floats as float32, integers unchanged."""
+    array = np.asarray(array)
+    return array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def to_numpy(x) -> np.ndarray:
+    """This backend's array as a float32 (or integer) NumPy array."""
+    return np.asarray(x)
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    # [B, C, H, W] -> [B, H, W, C], contiguous
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+    # [B, H, W, C] -> [B, C, H, W], a view
+    return x.transpose(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------------------------

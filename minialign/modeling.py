@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .backends import get_ops
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict, strip_prefix, write_safetensors
 from .config import AlignConfig, _Config
 
@@ -68,14 +69,17 @@ class PretrainedModel:
         return cls.config_class.from_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True):
-        """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory."""
+    def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = "numpy",
+                        device: str | None = None, dtype: str = "float32"):
+        """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory,
+        to run on ``backend`` ("numpy" or "triton"; see ``minialign.backends.get_ops``)."""
+        ops = get_ops(backend, device=device, dtype=dtype)  # first: a bad backend fails before any loading
         directory = os.fspath(directory)
         if not os.path.isdir(directory):
             raise CheckpointError(f"model directory not found: {directory}")
         config = cls.config_from_pretrained(directory)
         state = load_state_dict(directory)
-        return cls(config, cls._select_weights(state), strict=strict)
+        return cls(config, cls._select_weights(state), strict=strict, ops=ops)
 
     @classmethod
     def _select_weights(cls, state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:

@@ -112,11 +112,13 @@ class ZeroShotImageClassificationPipeline:
 
 
 def pipeline(task: str, model: str | os.PathLike | AlignModel | None = None, *,
-             processor: AlignProcessor | None = None) -> ZeroShotImageClassificationPipeline:
+             processor: AlignProcessor | None = None, backend: str = "numpy", device: str | None = None,
+             dtype: str = "float32") -> ZeroShotImageClassificationPipeline:
     """``minialign.pipeline("zero-shot-image-classification", model=...)`` as in transformers.
 
     ``model`` is a directory (or cached hub id), an ``AlignModel`` (then pass ``processor``
-    too), or None for the embedded default model.
+    too), or None for the embedded default model. ``backend``, ``device`` and ``dtype`` are
+    passed to ``AlignModel.from_pretrained`` when the pipeline loads the model itself.
     """
     if task != "zero-shot-image-classification":
         raise ValueError(f"unknown task {task!r}; minialign has 'zero-shot-image-classification'")
@@ -125,5 +127,5 @@ def pipeline(task: str, model: str | os.PathLike | AlignModel | None = None, *,
             raise ValueError("pass processor=AlignProcessor(...) together with an AlignModel instance")
         return ZeroShotImageClassificationPipeline(model, processor)
     path = default_model_dir() if model is None else model
-    return ZeroShotImageClassificationPipeline(AlignModel.from_pretrained(path),
-                                               processor or AlignProcessor.from_pretrained(path))
+    loaded = AlignModel.from_pretrained(path, backend=backend, device=device, dtype=dtype)
+    return ZeroShotImageClassificationPipeline(loaded, processor or AlignProcessor.from_pretrained(path))

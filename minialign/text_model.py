@@ -46,8 +46,10 @@ class AlignTextModel(PretrainedModel):
     def __init__(self, config: AlignTextConfig, params, *, strict: bool = True, ops=layers):
         super().__init__(config, params, strict=strict)
         # The backend: the functions that do the arithmetic. NumPy's layers by default; the
-        # architecture below is written once, against whatever ops it is given.
+        # architecture below is written once, against whatever ops it is given. The weights are
+        # converted to the backend's arrays once, here (for NumPy they stay as they are).
         self.ops = ops
+        self.tensors = {name: ops.from_numpy(array) for name, array in self.params.items()}
 
     @classmethod
     def expected_shapes(cls, config: AlignTextConfig) -> dict[str, tuple[int, ...]]:
@@ -84,47 +86,41 @@ class AlignTextModel(PretrainedModel):
         Positions are 0..T-1 for every row, padded or not: padding is handled by the attention
         mask, not by the embeddings (as in BERT).
         """
-        p, ops, T = self.params, self.ops, input_ids.shape[1]
+        p, ops, T = self.tensors, self.ops, input_ids.shape[1]
         x = ops.embedding(input_ids, p["embeddings.word_embeddings.weight"])  # [B, T, H]
         x = x + ops.embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"])
         x = x + p["embeddings.position_embeddings.weight"][:T]  # [T, H], broadcast over B
         return ops.layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"],
                               self.config.layer_norm_eps)
 
-    def self_attention(self, i: int, x: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # [B, T, H], [B, 1, 1, T] -> ([B, T, H], [B, heads, T, T])
-        """Multi-head self-attention: project to q, k, v, split H into heads x head_dim, attend
-        per head, merge heads back. Returns the merged context and the attention probabilities."""
-        p, ops = self.params, self.ops
-        B, T, H = x.shape
-        heads, d = self.config.num_attention_heads, self.config.head_dim
+    def self_attention(self, i: int, x: np.ndarray, attention_mask, output_attentions: bool):
+        # [B, T, H], [B, T] -> ([B, T, H], [B, heads, T, T] or None)
+        """Multi-head self-attention: project to q, k, v, then attend per head with padded keys
+        masked (ops.multi_head_attention splits H into heads x head_dim and merges them back)."""
+        p, ops = self.tensors, self.ops
         pre = f"encoder.layer.{i}.attention.self."
+        q, k, v = (ops.linear(x, p[pre + name + ".weight"], p[pre + name + ".bias"]) for name in ("query", "key", "value"))
+        return ops.multi_head_attention(q, k, v, attention_mask, self.config.num_attention_heads,
+                                        return_probs=output_attentions)
 
-        def split_heads(name):  # [B, T, H] -> [B, heads, T, d]
-            y = ops.linear(x, p[pre + name + ".weight"], p[pre + name + ".bias"])
-            return y.reshape(B, T, heads, d).transpose(0, 2, 1, 3)
-
-        context, probs = ops.attention(split_heads("query"), split_heads("key"), split_heads("value"), bias)
-        return context.transpose(0, 2, 1, 3).reshape(B, T, H), probs
-
-    def encoder_layer(self, i: int, x: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # [B, T, H], [B, 1, 1, T] -> ([B, T, H], [B, heads, T, T])
+    def encoder_layer(self, i: int, x: np.ndarray, attention_mask, output_attentions: bool = False):
+        # [B, T, H], [B, T] -> ([B, T, H], [B, heads, T, T] or None)
         """One post-norm transformer layer (dropout is training-only and omitted)."""
-        p, ops, eps = self.params, self.ops, self.config.layer_norm_eps
+        p, ops, eps = self.tensors, self.ops, self.config.layer_norm_eps
         pre = f"encoder.layer.{i}."
-        context, probs = self.self_attention(i, x, bias)
+        context, probs = self.self_attention(i, x, attention_mask, output_attentions)
         attn = ops.linear(context, p[pre + "attention.output.dense.weight"], p[pre + "attention.output.dense.bias"])
         a = ops.layer_norm(attn + x, p[pre + "attention.output.LayerNorm.weight"],
                            p[pre + "attention.output.LayerNorm.bias"], eps)  # [B, T, H]
-        act = ops.ACTIVATIONS[self.config.hidden_act]
-        h = act(ops.linear(a, p[pre + "intermediate.dense.weight"], p[pre + "intermediate.dense.bias"]))  # [B, T, I]
+        h = ops.linear(a, p[pre + "intermediate.dense.weight"], p[pre + "intermediate.dense.bias"],
+                       activation=self.config.hidden_act)  # [B, T, I]
         out = ops.linear(h, p[pre + "output.dense.weight"], p[pre + "output.dense.bias"])  # [B, T, H]
         return ops.layer_norm(out + a, p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps), probs
 
     def pooler(self, x: np.ndarray) -> np.ndarray:
         # [B, T, H] -> [B, H]
         """tanh(W x[:, 0] + b): BERT's sentence vector, from the [CLS] position."""
-        p = self.params
+        p = self.tensors
         return self.ops.tanh(self.ops.linear(x[:, 0], p["pooler.dense.weight"], p["pooler.dense.bias"]))
 
     def __call__(
@@ -136,12 +132,12 @@ class AlignTextModel(PretrainedModel):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> TextModelOutput:
-        input_ids, attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
-        bias = self.ops.attention_bias(attention_mask)  # [B, 1, 1, T]
+        checked = self.check_inputs(input_ids, attention_mask, token_type_ids)
+        input_ids, attention_mask, token_type_ids = (self.ops.from_numpy(a) for a in checked)
         x = self.embeddings(input_ids, token_type_ids)
         hidden_states, attentions = [x], []
         for i in range(self.config.num_hidden_layers):
-            x, probs = self.encoder_layer(i, x, bias)
+            x, probs = self.encoder_layer(i, x, attention_mask, output_attentions)
             hidden_states.append(x)
             attentions.append(probs)
         return TextModelOutput(

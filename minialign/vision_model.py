@@ -154,7 +154,11 @@ class AlignVisionModel(PretrainedModel):
         super().__init__(config, params, strict=strict)
         self.ops = ops  # the backend; see AlignTextModel
         self.blocks = block_specs(config)
-        self.folded = self.fold_batch_norms()
+        # The weights the architecture reads, as the backend's arrays, converted once: every
+        # convolution with its batchnorm folded in, and the squeeze-excitation weights as they are.
+        self.tensors = {name: ops.from_numpy(array) for name, array in self.params.items()
+                        if ".squeeze_excite." in name}
+        self.tensors.update({name: ops.from_numpy(array) for name, array in self.fold_batch_norms().items()})
 
     @classmethod
     def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
@@ -206,7 +210,7 @@ class AlignVisionModel(PretrainedModel):
     def stem(self, x: np.ndarray) -> np.ndarray:
         # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0]  (pad 1 right/bottom, 3x3 stride 2: 289 -> 144)
         """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm (folded), SiLU."""
-        f = self.folded
+        f = self.tensors
         return self.ops.conv2d(x, f["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING,
                                bias=f["embeddings.convolution.bias"], activation="silu")
 
@@ -221,7 +225,8 @@ class AlignVisionModel(PretrainedModel):
 
         Each bn is folded into its conv's weight and bias (fold_batch_norms).
         """
-        p, f, ops = self.params, self.folded, self.ops
+        p = f = self.tensors
+        ops = self.ops
         pre = f"encoder.blocks.{b.index}."
         h = x
         if b.expand:  # widen: in_dim -> in_dim * expand_ratio
@@ -242,16 +247,16 @@ class AlignVisionModel(PretrainedModel):
                                   residual=x if b.residual else None)
 
     def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
-        x = self.check_inputs(pixel_values).transpose(0, 2, 3, 1)  # NCHW -> NHWC (a view)
-        x = np.ascontiguousarray(x)
+        ops = self.ops
+        x = ops.nchw_to_nhwc(ops.from_numpy(self.check_inputs(pixel_values)))
         x = self.stem(x)
-        hidden_states = [x.transpose(0, 3, 1, 2)]  # like transformers: the stem output first
+        hidden_states = [ops.nhwc_to_nchw(x)]  # like transformers: the stem output first
         for b in self.blocks:
             x = self.block(b, x)
             if output_hidden_states:
-                hidden_states.append(x.transpose(0, 3, 1, 2))
+                hidden_states.append(ops.nhwc_to_nchw(x))
         return VisionModelOutput(
-            last_hidden_state=x.transpose(0, 3, 1, 2),
+            last_hidden_state=ops.nhwc_to_nchw(x),
             pooler_output=self.ops.global_pool(x, self.config.pooling_type),
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
         )

@@ -1,0 +1,177 @@
+"""The Triton backend: the ops of ``minialign.layers``, on torch tensors, through the kernels.
+
+``AlignModel.from_pretrained(path, backend="triton", device="cuda", dtype="bfloat16")`` gives the
+models a ``TritonOps`` instead of the ``layers`` module. The architecture is the same code; only
+the arithmetic moves. Activations stay torch tensors on the device from the first op to the
+last; the weights are converted once, when the model is built (``from_numpy``).
+
+Where each op's work goes:
+
+| op                     | runs on                                                            |
+| ---------------------- | ------------------------------------------------------------------ |
+| linear                 | ``kernels.gemm`` (bias and GELU in its epilogue)                   |
+| layer_norm             | ``kernels.layer_norm``                                             |
+| multi_head_attention   | ``kernels.attention`` (reads q, k, v in place as [B, heads, T, d]) |
+| pointwise_conv         | ``kernels.gemm`` (folded BN, SiLU, SE gate on A, residual)         |
+| depthwise_conv2d       | ``kernels.depthwise_conv_bn_silu`` (also sums for the SE squeeze)  |
+| squeeze_excite_gate    | ``kernels.se_gate``                                                |
+| conv2d (the stem)      | torch: ``F.conv2d`` + SiLU                                         |
+| embedding, tanh, pool  | torch                                                              |
+
+The stem is left to torch because it is a dense 3x3 conv on 3 input channels, run once per
+image (under 1% of the tower's time on the CPU benchmark); embedding lookups, the pooler's tanh
+and the final pooling are a few kilobytes per sequence or image.
+
+Under ``TRITON_INTERPRET=1`` the kernels run on the CPU in float32 (the interpreter emulates the
+GPU with NumPy), which is how CI checks this backend against the NumPy one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels._checks import INTERPRETED
+
+# transformers' activation names -> the GEMM epilogue's (None: applied by torch after the GEMM).
+_GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "swish": "silu",
+                     "relu": None}
+
+
+class TritonOps:
+    """The ops for one device and dtype. See the module docstring for what runs where."""
+
+    BACKEND = "triton"
+
+    def __init__(self, device: str | None = None, dtype: str = "float32"):
+        import torch
+
+        if device is None:
+            device = "cpu" if INTERPRETED else "cuda"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("the triton backend needs a CUDA GPU (torch.cuda.is_available() is False); "
+                             "without one, set TRITON_INTERPRET=1 to run the kernels on the CPU (slowly), "
+                             "or use backend='numpy'")
+        if self.device.type == "cpu" and not INTERPRETED:
+            raise ValueError("the triton backend runs on the CPU only under the Triton interpreter: set "
+                             "TRITON_INTERPRET=1 before importing minialign, or use a CUDA device")
+        if INTERPRETED and dtype != "float32":
+            raise ValueError(f"dtype={dtype!r}: under TRITON_INTERPRET=1 the kernels run in float32 only")
+        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+    # -- arrays in and out -------------------------------------------------------------------
+
+    def from_numpy(self, array):
+        """A NumPy array as a tensor on the device: floats in the compute dtype, integers as int64."""
+        import torch
+
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            return torch.tensor(array, dtype=torch.float32).to(self.device, self.dtype)  # a copy: a checkpoint is read-only
+        return torch.tensor(array, dtype=torch.int64).to(self.device)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """A tensor as a float32 NumPy array on the CPU."""
+        return x.detach().float().cpu().numpy()
+
+    def nchw_to_nhwc(self, x):
+        return x.permute(0, 2, 3, 1).contiguous()
+
+    def nhwc_to_nchw(self, x):
+        return x.permute(0, 3, 1, 2)  # a view
+
+    # -- text --------------------------------------------------------------------------------
+
+    def embedding(self, ids, table):
+        return table[ids]
+
+    def layer_norm(self, x, weight, bias, eps: float):
+        from .kernels.layer_norm import layer_norm
+
+        return layer_norm(x.contiguous(), weight, bias, eps)
+
+    def linear(self, x, weight, bias=None, activation: str | None = None):
+        # [..., in], [out, in], [out] -> [..., out]
+        import torch
+
+        from .kernels.gemm import gemm
+
+        if activation not in _GEMM_ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not supported; one of {sorted(_GEMM_ACTIVATIONS, key=str)}")
+        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, activation=_GEMM_ACTIVATIONS[activation])
+        if activation == "relu":
+            y = torch.relu(y)
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    def tanh(self, x):
+        import torch
+
+        return torch.tanh(x)
+
+    def multi_head_attention(self, q, k, v, attention_mask, num_heads: int, *, return_probs: bool = False):
+        # [B, T, H] x 3, [B, T] -> ([B, T, H], None)
+        from .kernels.attention import attention
+
+        if return_probs:
+            raise ValueError("the triton backend's fused attention never stores the attention probabilities; "
+                             "use backend='numpy' for output_attentions=True")
+        B, T, H = q.shape
+
+        def heads(y):  # [B, T, H] -> [B, heads, T, d], a strided view, read in place by the kernel
+            return y.view(B, T, num_heads, H // num_heads).permute(0, 2, 1, 3)
+
+        return attention(heads(q), heads(k), heads(v), attention_mask), None
+
+    # -- vision ------------------------------------------------------------------------------
+
+    def conv2d(self, x, weight, stride: int = 1, padding=(0, 0, 0, 0), *, bias=None, activation=None):
+        # [B, H, W, Cin] -> [B, Ho, Wo, Cout]; torch, see the module docstring
+        import torch.nn.functional as F
+
+        top, bottom, left, right = padding
+        y = F.conv2d(F.pad(self.nhwc_to_nchw(x), (left, right, top, bottom)), weight, bias, stride=stride)
+        if activation == "silu":
+            y = F.silu(y)
+        elif activation is not None:
+            raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+        return self.nchw_to_nhwc(y)
+
+    def pointwise_conv(self, x, weight, bias=None, *, activation=None, input_scale=None, residual=None):
+        # [B, H, W, Cin], [Cout, Cin, 1, 1] -> [B, H, W, Cout]
+        from .kernels.gemm import gemm
+
+        B, H, W, Cin = x.shape
+        Cout = weight.shape[0]
+        y = gemm(x.reshape(-1, Cin), weight, bias=bias, activation=activation,
+                 residual=None if residual is None else residual.reshape(-1, Cout),
+                 a_scale=input_scale, rows_per_image=None if input_scale is None else H * W)
+        return y.reshape(B, H, W, Cout)
+
+    def depthwise_conv2d(self, x, weight, stride: int = 1, padding=(0, 0, 0, 0), *, bias=None,
+                         activation=None, return_means: bool = False):
+        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and [B, C] float32 means)
+        import torch
+
+        from .kernels.depthwise_conv import depthwise_conv_bn_silu
+
+        if activation not in (None, "silu"):
+            raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+        C = x.shape[-1]
+        ones = torch.ones(C, device=x.device, dtype=torch.float32)  # the batchnorm is folded already
+        shift = torch.zeros_like(ones) if bias is None else bias.float()
+        y, sums = depthwise_conv_bn_silu(x, weight, ones, shift, stride=stride, padding=tuple(int(p) for p in padding),
+                                         activation=activation == "silu", return_sums=return_means)
+        if not return_means:
+            return y
+        return y, sums / (y.shape[1] * y.shape[2])
+
+    def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand):
+        # [B, C] means -> [B, C] float32 gate
+        from .kernels.se_gate import se_gate
+
+        return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
+
+    def global_pool(self, x, kind: str):
+        # [B, H, W, C] -> [B, C], float32
+        x = x.float()
+        return x.mean(dim=(1, 2)) if kind == "mean" else x.amax(dim=(1, 2))
