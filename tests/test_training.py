@@ -1,0 +1,88 @@
+"""The whole model's gradient (minialign.training) against transformers' autograd.
+
+transformers' AlignModel in training mode (batchnorm on batch statistics; dropout and
+drop-connect set to 0 so both sides compute the same function), return_loss=True, backward:
+every parameter's gradient, the loss and the batchnorm running statistics must match.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import assert_close
+from minialign import training
+from reference import randomize_
+
+TEXT = dict(vocab_size=50, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=37,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+VISION = dict(width_coefficient=0.25, depth_coefficient=0.2, hidden_dim=64, drop_connect_rate=0.0)
+
+
+def _batch(rng, B, T, size):
+    input_ids = rng.integers(1, TEXT["vocab_size"], (B, T))
+    attention_mask = np.ones((B, T), dtype=np.int64)
+    attention_mask[1, T - 3:] = 0  # a padded caption
+    pixel_values = rng.uniform(-1, 1, (B, 3, size, size)).astype(np.float32)
+    return input_ids, attention_mask, pixel_values
+
+
+def test_gradients_match_transformers():
+    from transformers import AlignConfig, AlignModel
+
+    hf = randomize_(AlignModel(AlignConfig(text_config=TEXT, vision_config=VISION, projection_dim=80)), seed=5)
+    with torch.no_grad():
+        hf.temperature.fill_(0.3)
+    params = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items() if not k.endswith("num_batches_tracked")}
+    config = training.AlignConfig.from_dict(hf.config.to_dict())
+    input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(0), 3, 9, 35)
+
+    hf.train()
+    out = hf(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+             pixel_values=torch.from_numpy(pixel_values), return_loss=True)
+    out.loss.backward()
+    # transformers passes batch_norm_momentum=0.99 to torch for every batchnorm but expand_bn
+    # (see backward.batch_norm_forward); ours takes one momentum, so compare those buffers.
+    loss, grads, buffers = training.forward_backward(params, config, input_ids, attention_mask, pixel_values,
+                                                     bn_momentum=0.99)
+
+    assert_close(loss, out.loss, atol=1e-5, rtol=1e-5, name="loss")
+    expected = {name: p.grad for name, p in hf.named_parameters() if p.grad is not None}
+    assert set(grads) == set(expected), set(grads) ^ set(expected)
+    for name, g in expected.items():
+        # Float32 gradients through ~30 layers, summed in other orders: 1e-3 of the parameter's
+        # largest gradient, with a floor of 1e-6 for gradients that are zero in exact arithmetic
+        # (the key bias: adding a constant to every score of a row leaves the softmax unchanged)
+        # and come out as rounding noise (~1e-9) on both sides.
+        atol = max(1e-3 * float(g.abs().max()), 1e-6)
+        assert grads[name].shape == tuple(g.shape), name
+        assert_close(grads[name], g, atol=atol, rtol=0, name=f"grad {name}")
+    state = hf.state_dict()
+    compared = [n for n in buffers if "expand_bn" not in n]
+    assert compared
+    for name in compared:
+        assert_close(buffers[name], state[name], atol=1e-5, rtol=1e-4, name=name)
+
+
+def test_init_params_fit_the_model_and_train_a_step():
+    config = training.nano_config(vocab_size=60)
+    params = training.init_params(config, seed=0)
+    from minialign import AlignModel
+
+    model = AlignModel(config, params)  # names and shapes as the model expects
+    assert model.temperature == 1.0
+    rng = np.random.default_rng(1)
+    input_ids, attention_mask, pixel_values = _batch(rng, 4, 7, 64)
+    input_ids[:] = rng.integers(1, 60, input_ids.shape)
+    loss, grads, buffers = training.forward_backward(params, config, input_ids, attention_mask, pixel_values)
+    assert np.isfinite(loss) and loss > 0
+    assert all(np.isfinite(g).all() and g.shape == params[n].shape for n, g in grads.items())
+    assert "text_model.pooler.dense.weight" not in grads
+    assert all(n.endswith(("running_mean", "running_var")) for n in buffers)
+
+
+def test_mismatched_batch_is_an_error():
+    config = training.nano_config(vocab_size=60)
+    params = training.init_params(config)
+    input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(2), 3, 5, 64)
+    with pytest.raises(ValueError, match="need as many captions as images: input_ids has 3 rows, pixel_values 2"):
+        training.forward_backward(params, config, input_ids, attention_mask, pixel_values[:2])
