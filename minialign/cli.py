@@ -1,4 +1,4 @@
-"""The ``minialign`` command: classify, embed, search, parity, bench.
+"""The ``minialign`` command: classify, embed, search, parity, bench, train.
 
 Human-readable output by default, ``--json`` for scripts. A bad argument, a missing or unreadable
 file, or a checkpoint that does not fit is reported as one line on stderr with exit code 2; a
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arg(p)
     p.add_argument("--labels", type=int, default=10, help="number of candidate labels")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train a tiny ALIGN on the synthetic dataset (needs minialign.training)")
+    p.add_argument("--config", default="nano", help="model size (nano)")
+    p.add_argument("--steps", type=int, required=True, help="number of optimiser steps")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the model, log and checkpoints go")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (warmup, then cosine decay)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=100, help="zero-shot eval every K steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint with the same arguments")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -203,8 +214,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import run_training
+
+    summary = run_training(args.out, config=args.config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           seed=args.seed, eval_every=args.eval_every, resume=args.resume)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"trained {summary['steps']} steps, final loss {summary['final_loss']}, eval {summary['eval']}; "
+              f"model saved to {summary['out_dir']}")
+    return 0
+
+
 COMMANDS = {"classify": cmd_classify, "embed": cmd_embed, "search": cmd_search, "parity": cmd_parity,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,9 @@ def forward_backward(params: dict[str, np.ndarray], config: AlignConfig, input_i
     if input_ids.shape[0] != pixel_values.shape[0]:
         raise ValueError(f"need as many captions as images: input_ids has {input_ids.shape[0]} rows, "
                          f"pixel_values {pixel_values.shape[0]}")
+    if input_ids.shape[1] > config.text_config.max_position_embeddings:
+        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens per caption, more than max_position_embeddings="
+                         f"{config.text_config.max_position_embeddings}; tokenize with truncation=True")
     tape, grads, buffers = _Tape(), {}, {}
     text = _text_forward(params, config.text_config, input_ids, attention_mask, tape)  # [B, P]
     image = _vision_forward(params, config.vision_config, pixel_values, tape, buffers, bn_momentum)  # [B, P]
