@@ -119,10 +119,8 @@ def _bundled_examples(directory: str) -> tuple[list[str], list[str]]:
 def cmd_classify(args) -> int:
     from .pipeline import DEFAULT_TEMPLATE, pipeline
 
-    if args.model is not None and (not args.images or args.labels is None):
-        raise ValueError("with --model, pass the images to classify and --labels")
     model, processor, directory = _load(args)
-    if not args.images or args.labels is None:  # the main job: the default model on its examples
+    if not args.images or args.labels is None:  # the main job: a model on its bundled examples
         examples, classes = _bundled_examples(directory)
         args.images = args.images or examples
         args.labels = args.labels or classes

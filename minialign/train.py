@@ -23,7 +23,10 @@ Decisions
   ``TEMPERATURE_RANGE = (0.01, 1.0)``. 0.01 is CLIP's cap on its logit scale (100): below it the
   softmax over a batch is nearly a hard max and one noisy caption gives huge gradients. 1.0 is
   the initial value: above it logits in [-1, 1] shrink further and the loss cannot tell pairs
-  apart, so a larger temperature is never useful.
+  apart, so a larger temperature is never useful. Adam moves every parameter by about lr per
+  step whatever its scale, which for a temperature of 0.07 and lr 3e-3 is 4% a step: in the
+  first, noisy steps it climbed to 0.3 and flattened the logits. Its learning rate is therefore
+  0.1x the others' (``LR_SCALE``); CLIP avoids the problem by learning log(1/temperature).
 - Schedule (``lr_at``): linear warmup from 0, then a half cosine down to ``final_fraction`` of
   the peak at the last step.
 - Clipping (``clip_grad_norm``): torch's ``clip_grad_norm_``: one L2 norm over every gradient,
@@ -70,6 +73,7 @@ Batch = dict[str, np.ndarray]  # every value has the batch on axis 0
 LossAndGrads = Callable[[dict[str, np.ndarray], Batch], tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]]
 
 TEMPERATURE_RANGE = (0.01, 1.0)  # see "Temperature" above
+LR_SCALE = {"temperature": 0.1}  # see "Temperature" above
 LOG_KEYS = ("step", "loss", "lr", "grad_norm", "temperature", "examples_per_s", "elapsed_s")  # + "eval" when run
 
 CHECKPOINT_FORMAT = "minialign-train-checkpoint"
@@ -103,18 +107,20 @@ class AdamW:
     """
 
     def __init__(self, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01,
-                 no_decay: Callable[[str, np.ndarray], bool] = no_decay):
+                 no_decay: Callable[[str, np.ndarray], bool] = no_decay, lr_scale: Mapping[str, float] | None = None):
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
             raise ValueError(f"AdamW: need 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0; got beta1={beta1}, "
                              f"beta2={beta2}, eps={eps}, weight_decay={weight_decay}")
         self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
         self.no_decay = no_decay
+        self.lr_scale = dict(lr_scale or {})  # name -> multiplier of lr for that parameter (default 1)
         self.step_count = 0
         self.exp_avg: dict[str, np.ndarray] = {}  # m
         self.exp_avg_sq: dict[str, np.ndarray] = {}  # v
 
     def hyperparameters(self) -> dict[str, float]:
-        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, "weight_decay": self.weight_decay}
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps, "weight_decay": self.weight_decay,
+                "lr_scale": self.lr_scale}
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray], lr: float) -> None:
         self.step_count += 1
@@ -133,13 +139,14 @@ class AdamW:
                 self.exp_avg[name] = np.zeros_like(p)
                 self.exp_avg_sq[name] = np.zeros_like(p)
             m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            scale = self.lr_scale.get(name, 1.0)
             if self.weight_decay and not self.no_decay(name, p):
-                p *= np.float32(1 - lr * self.weight_decay)
+                p *= np.float32(1 - lr * scale * self.weight_decay)
             m += np.float32(1 - self.beta1) * (g - m)  # = beta1 * m + (1 - beta1) * g (torch's lerp)
             v *= np.float32(self.beta2)
             v += np.float32(1 - self.beta2) * g * g
             denom = np.sqrt(v) / np.float32(bias_correction2_sqrt) + np.float32(self.eps)
-            p -= np.float32(step_size) * m / denom
+            p -= np.float32(step_size * scale) * m / denom
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat arrays, safetensors-ready: "step" (int64 scalar), "exp_avg.<name>", "exp_avg_sq.<name>"."""
@@ -298,7 +305,7 @@ def load_checkpoint(directory: str | os.PathLike) -> TrainState:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minialign training checkpoint")
-    hyper = {k: state["optimizer"][k] for k in ("beta1", "beta2", "eps", "weight_decay")}
+    hyper = {k: state["optimizer"][k] for k in ("beta1", "beta2", "eps", "weight_decay", "lr_scale")}
     optimizer = AdamW(**hyper)
     optimizer.load_state_dict(read_safetensors(os.path.join(directory, state["optimizer_file"])))
     if optimizer.step_count != state["step"]:
@@ -365,7 +372,7 @@ def train_loop(
 
     The params given are copied, never modified.
     """
-    optimizer = optimizer if optimizer is not None else AdamW(weight_decay=weight_decay)
+    optimizer = optimizer if optimizer is not None else AdamW(weight_decay=weight_decay, lr_scale=LR_SCALE)
     if optimizer.step_count != start_step:
         raise ValueError(f"the optimizer has made {optimizer.step_count} steps but start_step is {start_step}")
     params = {name: np.array(a) for name, a in params.items()}
@@ -420,7 +427,7 @@ def train_loop(
 # ----------------------------------------------------------------------------------------------
 
 CONFIGS = ("nano",)
-IMAGE_SIZE = 64
+IMAGE_SIZE = 32  # align-nano sees 32x32 images: 4x cheaper than 64x64, so 4x the steps in the same minutes
 TRAIN_EXAMPLES = 10_000  # ~6 s to render; a batch of 32 sees each about once per 312 steps
 TEST_EXAMPLES = 300  # 50 per held-out class
 VOCAB_SIZE = 1000  # the synthetic captions use a few hundred words; the learned vocab may be smaller
@@ -432,14 +439,14 @@ EXAMPLE_IMAGES_PER_CLASS = 1  # held-out test images saved to examples/ for `min
 
 
 def pixel_values(images: np.ndarray) -> np.ndarray:  # [B, H, W, 3] uint8 -> [B, 3, H, W] float32 in [-1, 1]
-    """What ``image_processor()`` (below) gives for 64x64 images: x / 127.5 - 1, channels first."""
+    """What ``image_processor()`` (below) gives for IMAGE_SIZE x IMAGE_SIZE images: x / 127.5 - 1, channels first."""
     from .image_processing import rescale
 
     return np.ascontiguousarray(rescale(images, 1 / 127.5, offset=True).transpose(0, 3, 1, 2))
 
 
 def image_processor():
-    """The preprocessing ``run_training`` saves with the model: 64x64 (no crop), pixels to [-1, 1]."""
+    """The preprocessing ``run_training`` saves with the model: resize to IMAGE_SIZE x IMAGE_SIZE (no crop), pixels to [-1, 1]."""
     from .image_processing import EfficientNetImageProcessor
 
     return EfficientNetImageProcessor(
@@ -503,7 +510,7 @@ def run_training(
 ) -> dict[str, Any]:
     """Train a tiny ALIGN on the synthetic dataset and save it in the hub layout into ``out_dir``.
 
-    1. Render the training and held-out test splits (``minialign.synthetic``, 64x64).
+    1. Render the training and held-out test splits (``minialign.synthetic``, IMAGE_SIZE x IMAGE_SIZE).
     2. Learn a WordPiece vocabulary from the training captions; write vocab.txt + tokenizer_config.json.
     3. Build the ``config`` model config and initialise its weights with ``seed``.
     4. Train with ``train_loop``: batches of ``batch_size`` shuffled pairs, AdamW, warmup (default

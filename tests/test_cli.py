@@ -65,7 +65,7 @@ def test_errors_are_one_line_with_exit_code_2(checkpoint, image, capsys, argv, m
 
 def test_bad_arguments_exit_2(checkpoint, capsys):
     assert main(["classify", "x.png", "--model", checkpoint]) == 2  # no --labels
-    assert "pass the images to classify and --labels" in capsys.readouterr().err
+    assert "has no bundled examples/labels.json; pass IMAGE... and --labels" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["classify", "--top", "many"])
     assert info.value.code == 2

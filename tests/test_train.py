@@ -283,7 +283,8 @@ def test_shuffled_batches_visit_every_example_once_per_epoch():
 
 
 def test_pixel_values_match_the_saved_image_processor(rng):
-    images = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    # Images at the model's size: the processor's resize is then the identity.
+    images = rng.integers(0, 256, (2, train.IMAGE_SIZE, train.IMAGE_SIZE, 3), dtype=np.uint8)
     expected = train.image_processor()(list(images))["pixel_values"]
     assert np.array_equal(train.pixel_values(images), expected)
     assert train.pixel_values(images).min() >= -1 and train.pixel_values(images).max() <= 1
@@ -326,7 +327,7 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
     labels = json.loads((straight / "labels.json").read_text())
     assert len(examples) == 6 and len(labels) == 36
     model, processor = AlignModel.from_pretrained(straight), AlignProcessor.from_pretrained(straight)
-    assert processor(images=examples[0])["pixel_values"].shape == (1, 3, 64, 64)
+    assert processor(images=examples[0])["pixel_values"].shape == (1, 3, train.IMAGE_SIZE, train.IMAGE_SIZE)
     assert TEMPERATURE_RANGE[0] <= model.temperature <= TEMPERATURE_RANGE[1]
     assert main(["classify", *examples, "--labels", *labels[:5], "--model", str(straight), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 6

@@ -69,7 +69,7 @@ def test_init_params_fit_the_model_and_train_a_step():
     from minialign import AlignModel
 
     model = AlignModel(config, params)  # names and shapes as the model expects
-    assert model.temperature == 1.0
+    assert model.temperature == pytest.approx(0.07)
     rng = np.random.default_rng(1)
     input_ids, attention_mask, pixel_values = _batch(rng, 4, 7, 64)
     input_ids[:] = rng.integers(1, 60, input_ids.shape)
