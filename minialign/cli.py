@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", action="append", default=None, metavar="TEMPLATE",
                    help="sentence with {} for the label; repeat for a prompt ensemble "
                         "(default: 'This is a photo of {}.')")
-    p.add_argument("--top", type=int, default=None, help="show only the best N labels")
+    p.add_argument("--top", type=int, default=None,
+                   help="show only the best N labels (default: all; 5 on the bundled examples)")
     _model_arg(p)
     p.add_argument("--json", action="store_true")
 
@@ -124,6 +125,8 @@ def cmd_classify(args) -> int:
         examples, classes = _bundled_examples(directory)
         args.images = args.images or examples
         args.labels = args.labels or classes
+        if args.top is None:
+            args.top = 5  # of the 36 class names, the best few are what a reader looks at
     classifier = pipeline("zero-shot-image-classification", model=model, processor=processor)
     results = classifier(list(args.images), candidate_labels=args.labels,
                          hypothesis_template=args.template or DEFAULT_TEMPLATE)

@@ -62,3 +62,8 @@ def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
                                     np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
     assert abs(accuracy - last_eval["zero_shot_top1"]) < 1e-9
     assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36); see the issue note for the target
+
+
+def test_classify_with_no_arguments_shows_the_top_5(capsys):
+    assert main(["classify", "--json"]) == 0
+    assert all(len(r["results"]) == 5 for r in json.loads(capsys.readouterr().out))
