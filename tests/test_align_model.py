@@ -188,3 +188,30 @@ def test_projection_must_match_the_image_embedding_width(tmp_path):
     config = AlignConfig(vision_config={"width_coefficient": 0.1, "depth_coefficient": 0.1}, projection_dim=16)
     with pytest.raises(ConfigError, match=r"projection_dim=16 .* image embedding has 32 channels"):
         AlignModel(config, {})
+
+
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=9), bucket_size=st.integers(1, 4),
+       seed=st.integers(0, 2**31))
+def test_text_features_in_length_buckets_equal_the_padded_batch(tmp_path_factory, lengths, bucket_size, seed):
+    """get_text_features runs sorted length buckets cut to their longest text; the padded batch
+    through the text tower in one piece is the reference. Rows come back in the input order."""
+    directory = tmp_path_factory.mktemp("bucket")
+    reference.align_checkpoint(directory, seed=2, projection_dim=32,
+                               text=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=24),
+                               vision=dict(width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=16))
+    model = AlignModel.from_pretrained(directory)
+    rng = np.random.default_rng(seed)
+    T = max(lengths) + int(rng.integers(0, 4))  # extra padding columns too
+    ids = rng.integers(1, model.config.text_config.vocab_size, (len(lengths), T))
+    mask = (np.arange(T) < np.array(lengths)[:, None]).astype(np.int64)
+    padded = model._project_text(model.text_model(ids, mask))
+    assert_close(model.get_text_features(ids, mask, bucket_size=bucket_size), padded, **TOLERANCES["float32"],
+                 name="bucketed text features")
+    # A mask with a hole is not right-padded: it runs as one padded batch.
+    if T > 2:
+        holed = mask.copy()
+        holed[0, :] = 1
+        holed[0, 1] = 0
+        assert_close(model.get_text_features(ids, holed, bucket_size=bucket_size),
+                     model._project_text(model.text_model(ids, holed)), atol=0, rtol=0, name="holed mask")
