@@ -599,7 +599,11 @@ def run_training(
     )
 
     # 5. the model, in the hub layout, with what `minialign classify` needs
-    AlignModel(model_config, params).save_pretrained(out_dir)
+    # transformers' checkpoints also count the batches each batchnorm has seen (torch's
+    # num_batches_tracked); write them so that transformers loads the model without a warning.
+    counters = {name.replace("running_mean", "num_batches_tracked"): np.array(steps, dtype=np.int64)  # steps is the total, resumed or not
+                for name in params if name.endswith("running_mean")}
+    AlignModel(model_config, {**params, **counters}).save_pretrained(out_dir)
     image_processor().save_pretrained(out_dir)
     with open(os.path.join(out_dir, "labels.json"), "w", encoding="utf-8") as fh:
         json.dump(class_names, fh, indent=1)

@@ -354,3 +354,15 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     steps_logged = [json.loads(line)["step"] for line in (interrupted / "train_log.jsonl").read_text().splitlines()]
     assert steps_logged == [1, 2, 3, 4]  # the crashed run logged 1-2, the resumed one 3-4
+
+
+def test_saved_model_counts_batchnorm_batches_like_transformers(tmp_path):
+    """transformers' checkpoints carry num_batches_tracked for every batchnorm; run_training's
+    output has them too (= the steps trained), so transformers loads it without a warning."""
+    from safetensors.numpy import load_file
+
+    train.run_training(tmp_path / "m", steps=2, batch_size=4, train_examples=16, test_examples=6, eval_every=0,
+                       progress=False)
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    means = [k for k in state if k.endswith("running_mean")]
+    assert means and all(int(state[k.replace("running_mean", "num_batches_tracked")]) == 2 for k in means)
