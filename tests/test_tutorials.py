@@ -13,6 +13,7 @@ def test_there_are_tutorials():
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
-def test_tutorial_runs(path, capsys):
+def test_tutorial_runs(path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIALIGN_TUTORIAL_FAST", "1")  # tutorials that train take their short road
     runpy.run_path(str(path), run_name="__main__")
     assert capsys.readouterr().out.strip()  # it shows the student something
