@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything a session with a lent GPU should run, in one go (about 10 minutes on an H100):
-# the kernel tests on CUDA in float32 and bfloat16, then every kernel benchmark. Results go to
+# Everything a session with a lent GPU should run, in one go (about 13 minutes on an H100):
+# the kernel tests on CUDA in float32 and bfloat16, every kernel benchmark, then the whole model
+# (benchmarks/gpu_align.py). With less device time, run gpu_align.py first, alone. Results go to
 # $OUT (the device tool's output folder) when it is set, else to benchmarks/results/.
 #
 #   PYTHONPATH=. bash benchmarks/run_gpu.sh
@@ -17,3 +18,5 @@ python -m pytest -q tests/test_depthwise_conv.py tests/test_batchnorm_silu.py te
 for op in depthwise_conv batchnorm_silu layer_norm attention gemm; do
   timeout 300 python "benchmarks/$op.py" --out "$out/${op}_gpu.json" 2>&1 | tail -n 40
 done
+# The whole model (the Triton-backend issue): ~3 minutes with the torch.compile baselines.
+timeout 400 python benchmarks/gpu_align.py --out "$out/gpu_align.json" 2>&1 | tail -n 60

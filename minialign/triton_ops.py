@@ -62,9 +62,12 @@ class TritonOps:
     # -- arrays in and out -------------------------------------------------------------------
 
     def from_numpy(self, array):
-        """A NumPy array as a tensor on the device: floats in the compute dtype, integers as int64."""
+        """A NumPy array (or a torch tensor) as a tensor on the device: floats in the compute
+        dtype, integers as int64."""
         import torch
 
+        if isinstance(array, torch.Tensor):  # already a tensor (e.g. images on the GPU): move/cast only
+            return array.to(self.device, self.dtype if array.is_floating_point() else torch.int64)
         array = np.asarray(array)
         if np.issubdtype(array.dtype, np.floating):
             return torch.tensor(array, dtype=torch.float32).to(self.device, self.dtype)  # a copy: a checkpoint is read-only

@@ -261,14 +261,20 @@ class AlignVisionModel(PretrainedModel):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
         )
 
-    def check_inputs(self, pixel_values) -> np.ndarray:
-        """[B, C, H, W] floating point with C = num_channels; float32 out. Clear errors otherwise."""
-        x = np.asarray(pixel_values)
+    def check_inputs(self, pixel_values):
+        """[B, C, H, W] floating point with C = num_channels; float32 out. Clear errors otherwise.
+
+        A torch tensor (the Triton backend's array, e.g. images already on the GPU) is checked
+        the same way and passed on as it is, so that it is not copied to the host and back.
+        """
+        tensor = type(pixel_values).__module__.startswith("torch")
+        x = pixel_values if tensor else np.asarray(pixel_values)
+        floating = x.is_floating_point() if tensor else np.issubdtype(x.dtype, np.floating)
         if x.ndim != 4:
             raise ValueError(
                 f"pixel_values must have 4 dimensions [batch, channels, height, width], found shape {x.shape}"
             )
-        if not np.issubdtype(x.dtype, np.floating):
+        if not floating:
             raise ValueError(
                 f"pixel_values must be floating point (the image processor's output), found dtype {x.dtype}"
             )
@@ -279,5 +285,5 @@ class AlignVisionModel(PretrainedModel):
                 f"num_channels={self.config.num_channels}{hint}; shape {x.shape}"
             )
         if 0 in x.shape:
-            raise ValueError(f"pixel_values is empty (shape {x.shape})")
-        return x.astype(np.float32, copy=False)
+            raise ValueError(f"pixel_values is empty (shape {tuple(x.shape)})")
+        return x if tensor else x.astype(np.float32, copy=False)

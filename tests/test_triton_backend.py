@@ -122,3 +122,15 @@ def test_cli_classify_on_the_triton_backend(models, tmp_path, capsys):
         main(["classify", str(image), "--labels", "car", "--model", str(directory), "--backend", "jax"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'jax'" in capsys.readouterr().err
+
+
+def test_pixel_values_may_be_a_torch_tensor(models):
+    """Images already in a tensor (on the GPU, in real use) go in without a trip through NumPy."""
+    import torch
+
+    directory, numpy_model, triton_model = models
+    pixel_values = _inputs(directory)["pixel_values"]
+    from_tensor = triton_model.get_image_features(torch.from_numpy(pixel_values))
+    assert_close(from_tensor, numpy_model.get_image_features(pixel_values), **TOL, name="image features")
+    with pytest.raises(ValueError, match="pixel_values must be floating point"):
+        triton_model.get_image_features(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.int64))
