@@ -35,11 +35,11 @@ from .vision_model import STEM_PADDING, block_specs, depthwise_padding
 
 
 def nano_config(vocab_size: int) -> AlignConfig:
-    """align-nano: a 2-layer BERT (hidden 64) and a 4-block EfficientNet for 32x32 images.
+    """align-nano: a 2-layer BERT (hidden 64) and a 4-block EfficientNet for 48x48 images.
 
     Sized to train on 2 CPU cores in minutes. The vision tower keeps EfficientNet's first four
     stages at width 1.0, one block each (stem 32 -> 16 -> 24 -> 40 -> 80 channels, strides
-    2, 1, 2, 2, 2: a 32x32 image ends as a 2x2 map), so the embedding has 80 dimensions. The
+    2, 1, 2, 2, 2: a 48x48 image ends as a 3x3 map), so the embedding has 80 dimensions. The
     temperature starts at CLIP's 0.07 rather than transformers' 1.0: with logits in [-1, 1] a
     temperature of 1 gives the loss almost no signal, and a short run cannot afford to wait
     for it to fall.
@@ -47,7 +47,7 @@ def nano_config(vocab_size: int) -> AlignConfig:
     text = AlignTextConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
                            attention_probs_dropout_prob=0.0)
-    vision = AlignVisionConfig(image_size=32, width_coefficient=1.0, depth_coefficient=1.0,
+    vision = AlignVisionConfig(image_size=48, width_coefficient=1.0, depth_coefficient=1.0,
                                kernel_sizes=[3, 3, 5, 3], in_channels=[32, 16, 24, 40],
                                out_channels=[16, 24, 40, 80], strides=[1, 2, 2, 2], num_block_repeats=[1, 1, 1, 1],
                                expand_ratios=[1, 4, 4, 4], hidden_dim=320, drop_connect_rate=0.0)
