@@ -42,10 +42,15 @@ def interleaved_ratio(ours, reference, *, repeats: int = 5, pause_s: float = 0.5
 
 
 class TimedOps:
-    """Wraps a backend module so every op call is timed; ``totals`` maps op name -> seconds."""
+    """Wraps a backend so every op call is timed; ``totals`` maps op name -> seconds.
 
-    def __init__(self, ops):
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before and after each op, so that an
+    asynchronous GPU op's time lands on that op and not on whichever op waits for it next.
+    """
+
+    def __init__(self, ops, sync=None):
         self._ops = ops
+        self._sync = sync or (lambda: None)
         self.totals = collections.Counter()
 
     def __getattr__(self, name):
@@ -54,8 +59,10 @@ class TimedOps:
             return target
 
         def timed(*args, **kwargs):
+            self._sync()
             start = time.perf_counter()
             result = target(*args, **kwargs)
+            self._sync()
             self.totals[name] += time.perf_counter() - start
             return result
 

@@ -26,46 +26,19 @@ from __future__ import annotations
 
 import minialign  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS)
 import argparse
-import collections
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from common import gpu_device_name, gpu_time_ms, machine, should_time_on_gpu, write_json  # noqa: E402
+from common import TimedOps, gpu_device_name, gpu_time_ms, machine, should_time_on_gpu, write_json  # noqa: E402
 from reference import align_checkpoint  # noqa: E402
 
 TINY = dict(text=dict(hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=48),
             vision=dict(width_coefficient=0.25, depth_coefficient=0.2, hidden_dim=64), projection_dim=80)
-
-
-class SyncTimedOps:
-    """A backend wrapper that times every op call between two CUDA synchronisations."""
-
-    def __init__(self, ops):
-        self._ops = ops
-        self.totals = collections.Counter()
-
-    def __getattr__(self, name):
-        import torch
-
-        target = getattr(self._ops, name)
-        if not callable(target):
-            return target
-
-        def timed(*args, **kwargs):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            result = target(*args, **kwargs)
-            torch.cuda.synchronize()
-            self.totals[name] += time.perf_counter() - start
-            return result
-
-        return timed
 
 
 def features(output):
@@ -75,7 +48,9 @@ def features(output):
 
 def per_op_breakdown(tower, call, repeats: int = 5) -> dict[str, float]:
     """Milliseconds per call of ``call()`` spent in each op of ``tower`` (a text or vision model)."""
-    ops, timed = tower.ops, SyncTimedOps(tower.ops)
+    import torch
+
+    ops, timed = tower.ops, TimedOps(tower.ops, sync=torch.cuda.synchronize)
     tower.ops = timed
     try:
         call()  # warm-up (compilation of the kernels' specialisations)
