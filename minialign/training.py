@@ -74,7 +74,8 @@ def init_params(config: AlignConfig, seed: int = 0) -> dict[str, np.ndarray]:
         elif leaf in ("bias", "running_mean"):
             value = np.zeros(shape)
         elif len(shape) == 4:  # a convolution [Cout, Cin/groups, k, k]
-            fan_out = shape[0] * shape[2] * shape[3] // (shape[0] if shape[1] == 1 else 1)
+            depthwise = shape[1] == 1  # each output channel is its own group: it fans out to 1 channel
+            fan_out = (1 if depthwise else shape[0]) * shape[2] * shape[3]
             value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_out)
         else:
             value = rng.standard_normal(shape) * std

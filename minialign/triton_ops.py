@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels._checks import INTERPRETED
+from .layers import _check_activation  # the same rule and message as the NumPy ops
 
 # transformers' activation names -> the GEMM epilogue's (None: applied by torch after the GEMM).
 _GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "swish": "silu",
@@ -131,13 +132,10 @@ class TritonOps:
         # [B, H, W, Cin] -> [B, Ho, Wo, Cout]; torch, see the module docstring
         import torch.nn.functional as F
 
+        _check_activation(activation)
         top, bottom, left, right = padding
         y = F.conv2d(F.pad(self.nhwc_to_nchw(x), (left, right, top, bottom)), weight, bias, stride=stride)
-        if activation == "silu":
-            y = F.silu(y)
-        elif activation is not None:
-            raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-        return self.nchw_to_nhwc(y)
+        return self.nchw_to_nhwc(F.silu(y) if activation == "silu" else y)
 
     def pointwise_conv(self, x, weight, bias=None, *, activation=None, input_scale=None, residual=None):
         # [B, H, W, Cin], [Cout, Cin, 1, 1] -> [B, H, W, Cout]
@@ -157,8 +155,7 @@ class TritonOps:
 
         from .kernels.depthwise_conv import depthwise_conv_bn_silu
 
-        if activation not in (None, "silu"):
-            raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+        _check_activation(activation)
         C = x.shape[-1]
         ones = torch.ones(C, device=x.device, dtype=torch.float32)  # the batchnorm is folded already
         shift = torch.zeros_like(ones) if bias is None else bias.float()

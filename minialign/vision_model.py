@@ -210,9 +210,9 @@ class AlignVisionModel(PretrainedModel):
     def stem(self, x: np.ndarray) -> np.ndarray:
         # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0]  (pad 1 right/bottom, 3x3 stride 2: 289 -> 144)
         """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm (folded), SiLU."""
-        f = self.tensors
-        return self.ops.conv2d(x, f["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING,
-                               bias=f["embeddings.convolution.bias"], activation="silu")
+        w = self.tensors
+        return self.ops.conv2d(x, w["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING,
+                               bias=w["embeddings.convolution.bias"], activation="silu")
 
     def block(self, b: BlockSpec, x: np.ndarray) -> np.ndarray:
         # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim]
@@ -225,25 +225,24 @@ class AlignVisionModel(PretrainedModel):
 
         Each bn is folded into its conv's weight and bias (fold_batch_norms).
         """
-        p = f = self.tensors
-        ops = self.ops
+        w, ops = self.tensors, self.ops
         pre = f"encoder.blocks.{b.index}."
         h = x
         if b.expand:  # widen: in_dim -> in_dim * expand_ratio
             conv = pre + "expansion.expand_conv"
-            h = ops.pointwise_conv(h, f[conv + ".weight"], f[conv + ".bias"], activation="silu")
+            h = ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], activation="silu")
         padding = depthwise_padding(b.kernel_size, b.stride, b.adjust_padding)
         _check_fits(h.shape, padding, b)
         conv = pre + "depthwise_conv.depthwise_conv"
-        h, means = ops.depthwise_conv2d(h, f[conv + ".weight"], b.stride, padding, bias=f[conv + ".bias"],
+        h, means = ops.depthwise_conv2d(h, w[conv + ".weight"], b.stride, padding, bias=w[conv + ".bias"],
                                         activation="silu", return_means=True)
         se = pre + "squeeze_excite."
-        gate = ops.squeeze_excite_gate(means, p[se + "reduce.weight"], p[se + "reduce.bias"],
-                                       p[se + "expand.weight"], p[se + "expand.bias"])
+        gate = ops.squeeze_excite_gate(means, w[se + "reduce.weight"], w[se + "reduce.bias"],
+                                       w[se + "expand.weight"], w[se + "expand.bias"])
         # Drop-connect (stochastic depth, config.drop_connect_rate) would randomly drop the branch
         # before the residual add while training; inference never does, so there is nothing to do.
         conv = pre + "projection.project_conv"  # narrow: -> out_dim, no activation
-        return ops.pointwise_conv(h, f[conv + ".weight"], f[conv + ".bias"], input_scale=gate,
+        return ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], input_scale=gate,
                                   residual=x if b.residual else None)
 
     def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
