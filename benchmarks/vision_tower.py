@@ -15,7 +15,7 @@ a core busy, the core minialign's elementwise threads need (see ``parallel_bands
 ``import minialign`` sets it to 16 (~25 us) unless it is already set, when it is the first to
 import NumPy, so this script imports minialign first: the timing is what a minialign user gets.
 
-    python benchmarks/vision_tower.py [--repeats 5] [--out benchmarks/results/vision_tower_cpu.json]
+    python benchmarks/vision_tower.py [--repeats 15] [--out benchmarks/results/vision_tower_cpu.json]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def split_by_layer_type(model, x, ops, repeats: int, *, unfused: bool = False) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--image-size", type=int, default=289)
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args()

@@ -492,42 +492,80 @@ def depthwise_conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding
     and, with ``return_means``, also mean_{y, x} out[b, y, x, c], the "squeeze" of the
     squeeze-excitation that follows in an MBConv block, so that it need not read ``out`` again.
 
-    The sum over the k*k taps is one ``einsum`` over the window view (``_windows``): for every
-    output pixel it multiplies the k*k input pixels by their weights and adds them up, without
-    the [k*k, ...] copy that im2col would make. No channel is mixed with another, so there is no
-    matrix product to hand the work to -- this is the layer a GPU kernel fuses first.
+    The sum over the k*k taps is one ``einsum`` over a strided view of the padded input
+    (``_depthwise_windows``): for every output pixel it multiplies the k*k input pixels by their
+    weights and adds them up, without the [k*k, ...] copy that im2col would make. No channel is
+    mixed with another, so there is no matrix product to hand the work to -- this is the layer a
+    GPU kernel fuses first.
 
     Measured on align-base's depthwise layers (2 cores, see benchmarks/vision_tower.py):
     - einsum's multiply-and-add loop reads each tap once; spelling the sum as k*k multiplies and
       adds into an accumulator reads and writes the accumulator 2*k*k times: einsum is ~2x faster.
+    - einsum's inner loop runs over the view's last axis and costs a fixed overhead per call.
+      With channels last that axis would be C, only 32-64 on the 144x144 layers; at stride 1 a
+      run of T neighbouring pixels is contiguous too, so the view's last axis is T pixels x C
+      channels (the weight repeated T times to match): the einsum is 2-4x faster on those layers
+      and the same elsewhere. ~4K elements per run keep the repeated weight in cache.
     - The output is computed in bands of rows of ~256K elements on all cores (``parallel_bands``),
       so the bias, the SiLU and the band's sum run while the band is in the CPU cache.
     """
     _check_activation(activation)
     k = weight.shape[-1]
-    windows = _windows(pad_hw(x, padding), k, stride)  # [B, Ho, Wo, C, k, k]
-    B, Ho, Wo, C = windows.shape[:4]
-    # w[i, j, c] = weight[c, 0, i, j]: with c last, the weight and the windows both step through
-    # channels in memory order, which einsum's inner loop needs to be fast (5x on these shapes).
-    w = np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
-    out = np.empty((B, Ho, Wo, C), dtype=np.float32)
+    x_pad = pad_hw(x, padding)
+    B, C = x.shape[0], x.shape[-1]
+    Ho, Wo = (x_pad.shape[1] - k) // stride + 1, (x_pad.shape[2] - k) // stride + 1
+    T = _pixels_per_run(Wo, C) if stride == 1 else 1
+    windows = _depthwise_windows(x_pad, k, stride, T)  # [B, Ho, Wo/T, k, k, T*C]
+    # w[i, j, t*C + c] = weight[c, 0, i, j]: the taps' weights in the windows' (pixel, channel)
+    # order, contiguous, as einsum's inner loop needs to be fast (5x on these shapes).
+    w = np.ascontiguousarray(np.tile(weight[:, 0].transpose(1, 2, 0), (1, 1, T)))  # [k, k, T*C]
+    run_bias = None if bias is None else np.tile(bias, T)  # [T*C]
+    out = np.empty((B, Ho, Wo // T, T * C), dtype=np.float32)
     rows_per_band = max(1, _DEPTHWISE_BAND // (B * Wo * C))
     row_sums = np.empty((B, Ho, C), dtype=np.float32)  # row_sums[b, y, c] = sum_x out[b, y, x, c]
 
     def band(rows: slice) -> None:  # the output rows y in `rows`
-        acc = out[:, rows]  # [B, band, Wo, C], a view: writing it fills `out`
-        np.einsum("byxcij,ijc->byxc", windows[:, rows], w, out=acc)
-        _bias_act_rows(acc, bias, activation, None, out=acc, in_place=True)
+        acc = out[:, rows]  # [B, band, Wo/T, T*C], a view: writing it fills `out`
+        np.einsum("byrijX,ijX->byrX", windows[:, rows], w, out=acc)
+        _bias_act_rows(acc, run_bias, activation, None, out=acc, in_place=True)
         if return_means:
-            row_sums[:, rows] = acc.sum(axis=2)
+            row_sums[:, rows] = acc.reshape(B, -1, Wo, C).sum(axis=2)
 
     parallel_bands(band, Ho, rows_per_band)
+    out = out.reshape(B, Ho, Wo, C)
     if not return_means:
         return out
     # Sums per row, not per band, so the result does not depend on the banding (or the number of
     # threads); the rows are added in float64, where a float32 running sum over 144x144 pixels
     # would lose digits.
     return out, (row_sums.sum(axis=1, dtype=np.float64) / (Ho * Wo)).astype(np.float32)
+
+
+_RUN_ELEMENTS = 4096  # the longest run of (pixel, channel) elements einsum's inner loop gets
+
+
+def _pixels_per_run(width: int, channels: int) -> int:
+    """The largest T dividing ``width`` with T * channels <= _RUN_ELEMENTS (at least 1)."""
+    return max(t for t in range(1, width + 1) if width % t == 0 and (t == 1 or t * channels <= _RUN_ELEMENTS))
+
+
+def _depthwise_windows(x: np.ndarray, kernel_size: int, stride: int, run: int) -> np.ndarray:
+    # [B, H, W, C] -> [B, Ho, Wo/run, k, k, run*C]
+    """The depthwise conv's k*k taps as a strided view (no copy), ``run`` output pixels at a time:
+
+        view[b, y, r, i, j, t*C + c] = x[b, y*s + i, (r*run + t)*s + j, c]
+
+    A run of pixels and their channels is one axis, which needs the run's input pixels to be
+    neighbours in memory: ``run`` > 1 only at stride 1.
+    """
+    if run > 1 and stride != 1:
+        raise ValueError(f"a run of {run} pixels needs stride 1, got stride {stride}")
+    B, H, W, C = x.shape
+    sb, sy, sx, sc = x.strides
+    Ho, Wo = (H - kernel_size) // stride + 1, (W - kernel_size) // stride + 1
+    return np.lib.stride_tricks.as_strided(
+        x, shape=(B, Ho, Wo // run, kernel_size, kernel_size, run * C),
+        strides=(sb, stride * sy, run * stride * sx, sy, sx, sc), writeable=False)
 
 
 def batch_norm_scale_shift(weight, bias, running_mean, running_var, eps: float) -> tuple[np.ndarray, np.ndarray]:

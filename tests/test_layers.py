@@ -297,6 +297,31 @@ def test_depthwise_conv_bands_and_threads_match_torch(monkeypatch, threads, k, s
     np.testing.assert_array_equal(means, whole_means)
 
 
+@pytest.mark.parametrize("run_elements", [1, 12, 30, 4096])
+def test_depthwise_conv_pixel_runs_match_torch(monkeypatch, run_elements):
+    """At stride 1 einsum's inner loop covers a run of T pixels x C channels (T divides the output
+    width, T * C <= _RUN_ELEMENTS): with 6 channels and 12 output columns these limits give runs
+    of 1, 2, 4 (the largest divisor of 12 with T * 6 <= 30) and 12 pixels."""
+    b, c, h, w, k = 2, 6, 7, 12, 3
+    monkeypatch.setattr(layers, "_RUN_ELEMENTS", run_elements)
+    rng = np.random.default_rng(run_elements)
+    x = torch.from_numpy(rng.standard_normal((b, c, h, w)).astype(np.float32))
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    expected = F.silu(F.conv2d(x, t(weight), t(bias), padding=1, groups=c))
+    ours, means = layers.depthwise_conv2d(nhwc(x), weight, 1, (1, 1, 1, 1), bias=bias, activation="silu",
+                                          return_means=True)
+    assert_close(ours, nhwc(expected), **F32, name="depthwise + bias + SiLU")
+    assert_close(means, expected.mean(dim=(2, 3)).numpy(), **F32, name="SE means")
+    assert layers._pixels_per_run(w, c) == {1: 1, 12: 2, 30: 4, 4096: 12}[run_elements]
+
+
+def test_depthwise_windows_refuse_a_run_at_stride_2():
+    """A run of pixels is one memory-contiguous axis only at stride 1."""
+    with pytest.raises(ValueError, match="a run of 4 pixels needs stride 1, got stride 2"):
+        layers._depthwise_windows(np.zeros((1, 9, 9, 3), np.float32), 3, 2, 4)
+
+
 @given(h=st.integers(2, 11), w=st.integers(2, 11), cout=st.sampled_from([1, 4, 16]), stride=st.sampled_from([1, 2]),
        seed=st.integers(0, 2**31))
 def test_conv2d_matches_torch(h, w, cout, stride, seed):
