@@ -36,3 +36,19 @@ def test_block_table_is_up_to_date():
     spec.loader.exec_module(gen)
     committed = (ROOT / "docs" / "block_table.md").read_text(encoding="utf-8")
     assert gen.render() == committed, "docs/block_table.md is stale: run `python docs/gen_block_table.py`"
+
+
+def test_attention_map_figure_is_up_to_date(tmp_path):
+    """docs/figures/attention_map.svg is what docs/figures/attention_map.py writes (from the
+    embedded align-nano model); the script shows whole percentages, so float32 rounding noise
+    in the attention does not change the file."""
+    script = ROOT / "docs" / "figures" / "attention_map.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"
+    committed = (ROOT / "docs" / "figures" / "attention_map.svg").read_text(encoding="utf-8")
+    assert (tmp_path / "attention_map.svg").read_text(encoding="utf-8") == committed, (
+        "docs/figures/attention_map.svg is stale: run `python docs/figures/attention_map.py`"
+    )
