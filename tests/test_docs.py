@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,41 @@ def test_attention_map_figure_is_up_to_date(tmp_path):
     assert (tmp_path / "attention_map.svg").read_text(encoding="utf-8") == committed, (
         "docs/figures/attention_map.svg is stale: run `python docs/figures/attention_map.py`"
     )
+
+
+def _run_training_curves(*args: str) -> subprocess.CompletedProcess:
+    script = ROOT / "docs" / "figures" / "training_curves.py"
+    return subprocess.run([sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_training_curves_figure_is_up_to_date(tmp_path):
+    """docs/figures/training_curves.svg is what docs/figures/training_curves.py writes from the
+    committed align-nano training log (a new run's log needs the figure regenerated with it)."""
+    result = _run_training_curves("--out-dir", str(tmp_path))
+    assert result.returncode == 0, f"training_curves.py failed:\n{result.stdout}\n{result.stderr}"
+    committed = (ROOT / "docs" / "figures" / "training_curves.svg").read_text(encoding="utf-8")
+    assert (tmp_path / "training_curves.svg").read_text(encoding="utf-8") == committed, (
+        "docs/figures/training_curves.svg is stale: run `python docs/figures/training_curves.py`"
+    )
+
+
+def test_training_curves_on_a_synthetic_log(tmp_path):
+    """The script takes any log: 30 steps (fewer than the loss's 50-step mean), evals at 10, 20, 30.
+    The result is well-formed XML with one accuracy point per eval."""
+    log = tmp_path / "train_log.jsonl"
+    with open(log, "w", encoding="utf-8") as f:
+        for step in range(1, 31):
+            record = {"step": step, "loss": 4.0 - 0.05 * step + 0.1 * (step % 3), "lr": 1e-3, "grad_norm": 1.0,
+                      "temperature": 0.07 + 0.001 * step, "examples_per_s": 100.0, "elapsed_s": 0.5 * step}
+            if step % 10 == 0:
+                record["eval"] = {"zero_shot_top1": step / 100, "chance": 1 / 36}
+            f.write(json.dumps(record) + "\n")
+    result = _run_training_curves("--out-dir", str(tmp_path / "out"), "--log", str(log))
+    assert result.returncode == 0, f"training_curves.py failed:\n{result.stdout}\n{result.stderr}"
+    root = ET.parse(tmp_path / "out" / "training_curves.svg").getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert len(root.findall("{http://www.w3.org/2000/svg}circle")) == 3
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "Training log: 30 steps (1 to 30), evaluated at 3 steps" in texts
+    assert {"10.0", "20.0", "30.0", "chance 2.8%"} <= set(texts)
