@@ -214,8 +214,7 @@ def batchnorm_silu() -> Svg:
         f"last tile row: rows {(grid_r - 1) * block_rows} .. {grid_r * block_rows - 1},",
         f"masked where rows >= n_rows = {rows}",
     ]
-    for n, line in enumerate(notes):
-        svg.text(right, y0 + 10 + 18 * n, line, size=11)
+    svg.lines(right, y0 + 10, notes, step=18)
     svg.legend_masked(16, 480)
     return svg
 
@@ -281,8 +280,7 @@ def se_gate() -> Svg:
         "Every weight tile is read along its contiguous axis (W_r rows run along C,",
         "W_e rows along S), so the loads coalesce. The gate [B, C] is float32.",
     ]
-    for n, line in enumerate(notes):
-        svg.text(16, 370 + 16 * n, line, size=11)
+    svg.lines(16, 370, notes)
     svg.legend_masked(16, 410)
     return svg
 
@@ -313,8 +311,7 @@ def layer_norm() -> Svg:
         "centered = where(mask, v - mean, 0); var = sum(centered^2) / H  (two passes, no E[v^2] - E[v]^2);",
         "y = centered / sqrt(var + eps) * weight + bias, stored in x's dtype. Rows never talk to each other.",
     ]
-    for n, line in enumerate(notes):
-        svg.text(16, 300 + 16 * n, line, size=11)
+    svg.lines(16, 300, notes)
     svg.legend_masked(16, 360)
     return svg
 
@@ -383,8 +380,7 @@ def attention() -> Svg:
         "No [T, T] tensor is ever stored: only one [BLOCK_M, BLOCK_N] tile of scores, in registers.",
         "Fast path (T <= 128, captions): one key block holds the whole sequence, plain softmax.",
     ]
-    for n, line in enumerate(notes):
-        svg.text(16, y0 + span * u + 34 + 16 * n, line, size=11)
+    svg.lines(16, y0 + span * u + 34, notes)
     return svg
 
 
@@ -466,8 +462,7 @@ def gemm() -> Svg:
         "M / N tails: rows wrap (% M) on load,",
         "the store is masked",
     ]
-    for n, line in enumerate(notes):
-        svg.text(right, yw + 10 + 17 * n, line, size=11)
+    svg.lines(right, yw + 10, notes, step=17)
     svg.legend_masked(16, 550)
     return svg
 
