@@ -99,6 +99,18 @@ class _Tape:
         return self.entries.pop()
 
 
+def _check_no_dropout(config: AlignConfig) -> None:
+    """Refuse a config that asks for dropout or drop-connect: training here runs without them
+    (module docstring), and ignoring a non-zero rate would train a different model than asked."""
+    rates = {"text_config.hidden_dropout_prob": config.text_config.hidden_dropout_prob,
+             "text_config.attention_probs_dropout_prob": config.text_config.attention_probs_dropout_prob,
+             "vision_config.drop_connect_rate": config.vision_config.drop_connect_rate}
+    asked = {name: rate for name, rate in rates.items() if rate}
+    if asked:
+        raise ValueError("minialign trains without dropout and drop-connect; set these to 0: "
+                         + ", ".join(f"{name}={rate}" for name, rate in asked.items()))
+
+
 def forward_backward(params: dict[str, np.ndarray], config: AlignConfig, input_ids, attention_mask, pixel_values,
                      *, bn_momentum: float = 0.1) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The ALIGN loss of a batch of B (caption i, image i) pairs, its gradients, and the updated
@@ -123,6 +135,7 @@ def forward_backward(params: dict[str, np.ndarray], config: AlignConfig, input_i
     if input_ids.shape[1] > config.text_config.max_position_embeddings:
         raise ValueError(f"input_ids has {input_ids.shape[1]} tokens per caption, more than max_position_embeddings="
                          f"{config.text_config.max_position_embeddings}; tokenize with truncation=True")
+    _check_no_dropout(config)
     tape, grads, buffers = _Tape(), {}, {}
     text = _text_forward(params, config.text_config, input_ids, attention_mask, tape)  # [B, P]
     image = _vision_forward(params, config.vision_config, pixel_values, tape, buffers, bn_momentum)  # [B, P]

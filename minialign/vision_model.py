@@ -239,8 +239,9 @@ class AlignVisionModel(PretrainedModel):
         se = pre + "squeeze_excite."
         gate = ops.squeeze_excite_gate(means, w[se + "reduce.weight"], w[se + "reduce.bias"],
                                        w[se + "expand.weight"], w[se + "expand.bias"])
-        # Drop-connect (stochastic depth, config.drop_connect_rate) would randomly drop the branch
-        # before the residual add while training; inference never does, so there is nothing to do.
+        # Drop-connect (config.drop_connect_rate) is a training-time dropout on the branch before
+        # the residual add (per element in transformers, per sample in TensorFlow; see
+        # docs/conventions.md); inference never drops anything, so there is nothing to do.
         conv = pre + "projection.project_conv"  # narrow: -> out_dim, no activation
         return ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], input_scale=gate,
                                   residual=x if b.residual else None)

@@ -86,3 +86,16 @@ def test_mismatched_batch_is_an_error():
     input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(2), 3, 5, 64)
     with pytest.raises(ValueError, match="need as many captions as images: input_ids has 3 rows, pixel_values 2"):
         training.forward_backward(params, config, input_ids, attention_mask, pixel_values[:2])
+
+
+@pytest.mark.parametrize("field", ["text_config.hidden_dropout_prob", "text_config.attention_probs_dropout_prob",
+                                   "vision_config.drop_connect_rate"])
+def test_forward_backward_refuses_dropout_it_does_not_implement(field):
+    """A non-zero rate would be ignored, training another model than the config describes."""
+    config = training.nano_config(vocab_size=30)
+    tower, name = field.split(".")
+    setattr(getattr(config, tower), name, 0.2)
+    rng = np.random.default_rng(0)
+    input_ids, attention_mask, pixel_values = _batch(rng, 2, 5, config.vision_config.image_size)
+    with pytest.raises(ValueError, match=rf"without dropout and drop-connect; set these to 0: {field}=0.2"):
+        training.forward_backward(training.init_params(config), config, input_ids, attention_mask, pixel_values)
