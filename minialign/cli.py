@@ -19,8 +19,10 @@ from .backends import BACKENDS, DTYPES
 from .image_processing import ImageInputError
 
 # Errors that mean "the user's input is wrong", not "minialign has a bug".
+# FloatingPointError: a training run that diverged (train_loop stops at the first non-finite loss
+# and says to lower the learning rate): a setting to change, not a bug to report.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, CheckpointError, ConfigError,
-               ImageInputError)
+               ImageInputError, FloatingPointError)
 
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:

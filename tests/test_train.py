@@ -366,3 +366,15 @@ def test_saved_model_counts_batchnorm_batches_like_transformers(tmp_path):
     state = load_file(str(tmp_path / "m" / "model.safetensors"))
     means = [k for k in state if k.endswith("running_mean")]
     assert means and all(int(state[k.replace("running_mean", "num_batches_tracked")]) == 2 for k in means)
+
+
+def test_a_diverged_run_is_a_one_line_error_exit_2(tmp_path, capsys, monkeypatch):
+    """train_loop stops a run whose loss turns non-finite; the CLI reports it like a bad argument."""
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("step 3: loss nan, gradient norm nan; try a lower learning rate or max_grad_norm")
+
+    monkeypatch.setattr(train, "run_training", diverge)
+    assert main(["train", "--out", str(tmp_path / "run"), "--steps", "5", "--lr", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("minialign train: error: step 3: loss nan, gradient norm nan; "
+                   "try a lower learning rate or max_grad_norm\n")
