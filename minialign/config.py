@@ -29,6 +29,22 @@ class ConfigError(ValueError):
     """A config.json (or dict) that does not describe a model minialign can build."""
 
 
+def read_json_object(path: str | os.PathLike, *, error: type[Exception] = ConfigError, not_found: str | None = None) -> dict:
+    """The JSON object in ``path``. Every way the file can be wrong -- missing, not UTF-8, not
+    JSON, JSON but not an object -- raises ``error`` with a message that
+    names the file; ``not_found`` replaces the message for a missing file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise error(not_found or f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     """True when ``value`` fits a field annotation such as ``int``, ``float | None`` or ``list[int]``."""
     origin = typing.get_origin(annotation)
@@ -114,15 +130,7 @@ class _Config:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        data = read_json_object(path, not_found=f"config file not found: {path}")
         if "model_type" not in data:
             raise ConfigError(
                 f"{path}: missing required field 'model_type' (expected {cls._accepted_model_types()}); "

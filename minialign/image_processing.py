@@ -68,7 +68,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import ConfigError
+from .config import ConfigError, read_json_object
 
 # transformers' IMAGENET_STANDARD_MEAN / _STD: the EfficientNet classifier default, not ALIGN's.
 IMAGENET_STANDARD_MEAN = [0.5, 0.5, 0.5]
@@ -539,13 +539,7 @@ class EfficientNetImageProcessor:
         path = os.fspath(directory)
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"image processor config not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}") from None
+        data = read_json_object(path, not_found=f"image processor config not found: {path}")
         try:
             return cls.from_dict(data)
         except ConfigError as err:

@@ -59,6 +59,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import regex
 
+from .config import read_json_object
+
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
@@ -377,11 +379,7 @@ class BertTokenizer:
         for name in (SPECIAL_TOKENS_MAP_NAME, CONFIG_NAME):  # the later file wins
             path = os.path.join(directory, name)
             if os.path.isfile(path):
-                with open(path, encoding="utf-8") as f:
-                    loaded = json.load(f)
-                if not isinstance(loaded, dict):
-                    raise ValueError(f"{path!r} must hold a JSON object, found {type(loaded).__name__}")
-                config.update(loaded)
+                config.update(read_json_object(path, error=ValueError))
 
         kwargs = {}
         for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "never_split",

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import CheckpointError, read_safetensors, write_safetensors
+from .config import read_json_object
 from .retrieval import _progress
 
 Batch = dict[str, np.ndarray]  # every value has the batch on axis 0
@@ -296,14 +297,9 @@ def save_checkpoint(directory: str | os.PathLike, params: Mapping[str, np.ndarra
 def load_checkpoint(directory: str | os.PathLike) -> TrainState:
     """Read a checkpoint written by ``save_checkpoint``."""
     path = os.path.join(os.fspath(directory), STATE_FILE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-    except FileNotFoundError:
-        raise CheckpointError(f"no training checkpoint in {directory} ({STATE_FILE} not found)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    state = read_json_object(path, error=CheckpointError,
+                             not_found=f"no training checkpoint in {directory} ({STATE_FILE} not found)")
+    if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a minialign training checkpoint")
     hyper = {k: state["optimizer"][k] for k in ("beta1", "beta2", "eps", "weight_decay", "lr_scale")}
     optimizer = AdamW(**hyper)

@@ -539,5 +539,8 @@ def test_bad_input_raises_clear_errors(pairs, vocab_dir, tmp_path):
     with pytest.raises(ValueError, match="model_max_length must be an int >= 2"):
         BertTokenizer.from_pretrained(tmp_path / "small")
     (tmp_path / "small" / "tokenizer_config.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="must hold a JSON object, found list"):
+    with pytest.raises(ValueError, match="tokenizer_config.json: expected a JSON object, found list"):
+        BertTokenizer.from_pretrained(tmp_path / "small")
+    (tmp_path / "small" / "tokenizer_config.json").write_text('{"do_lower_case": tru')
+    with pytest.raises(ValueError, match="tokenizer_config.json is not valid JSON"):
         BertTokenizer.from_pretrained(tmp_path / "small")

@@ -18,7 +18,7 @@ import torch
 from helpers import TOLERANCES, assert_close
 
 from minialign import train
-from minialign.checkpoint import read_safetensors, write_safetensors
+from minialign.checkpoint import CheckpointError, read_safetensors, write_safetensors
 from minialign.cli import main
 from minialign.train import (
     LOG_KEYS,
@@ -378,3 +378,15 @@ def test_a_diverged_run_is_a_one_line_error_exit_2(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err == ("minialign train: error: step 3: loss nan, gradient norm nan; "
                    "try a lower learning rate or max_grad_norm\n")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "expected a JSON object, found list"),
+    ('{"format": ', "is not valid JSON"),
+    ('{"format": "something else"}', "is not a minialign training checkpoint"),
+])
+def test_a_broken_training_state_is_a_checkpoint_error_naming_the_file(tmp_path, content, message):
+    (tmp_path / train.STATE_FILE).write_text(content)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(tmp_path)
+    assert train.STATE_FILE in str(info.value)
