@@ -31,8 +31,8 @@ class ConfigError(ValueError):
 
 def read_json_object(path: str | os.PathLike, *, error: type[Exception] = ConfigError, not_found: str | None = None) -> dict:
     """The JSON object in ``path``. Every way the file can be wrong -- missing, not UTF-8, not
-    JSON, JSON but not an object -- raises ``error`` with a message that
-    names the file; ``not_found`` replaces the message for a missing file."""
+    JSON, JSON but not an object -- raises ``error`` with a message that names the file;
+    ``not_found`` replaces the message for a missing file."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
