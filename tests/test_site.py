@@ -58,9 +58,10 @@ PAGE_PROBE = """async () => {
     const links = [...document.querySelectorAll("a[href]")].map(a => a.href);
     return {images, math: math.length, untypeset, errors, text: clone.textContent, ids, links};
 }"""
-# What a formula that MathJax missed would leave in the text: arithmatex's delimiters, "$$", or a
-# "$x$" pair on one line (a lone "$", as in "$MINIALIGN_NUM_THREADS", is ordinary text).
-RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\$[^\s$](?:[^$\n]*[^\s$])?\$")
+# What a formula that MathJax missed would leave in the text: arithmatex's delimiters, "$$", a
+# "$x$" pair on one line, or a "$" right before a TeX command (arithmatex skips "$\text{a} = $",
+# which ends in a space). A lone "$", as in "$MINIALIGN_NUM_THREADS", is ordinary text.
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\$[^\s$](?:[^$\n]*[^\s$])?\$|\$\\[A-Za-z]+")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
