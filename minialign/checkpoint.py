@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from .config import read_json_object
+
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
 TORCH_BIN_NAME = "pytorch_model.bin"
@@ -176,11 +178,10 @@ def load_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _read_sharded(directory: str, index_path: str) -> dict[str, np.ndarray]:
-    try:
-        with open(index_path, encoding="utf-8") as fh:
-            weight_map = json.load(fh)["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index_path}: not a valid safetensors index ({err!r})") from None
+    weight_map = read_json_object(index_path, error=CheckpointError).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index_path}: not a valid safetensors index "
+                              '(needs a "weight_map" object of weight name -> shard file)')
     tensors: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
         shard_tensors = read_safetensors(os.path.join(directory, shard))

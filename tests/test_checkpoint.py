@@ -79,6 +79,18 @@ def test_sharded_checkpoint(tmp_path):
         load_state_dict(tmp_path)
 
 
+
+@pytest.mark.parametrize("content, message", [
+    ('{"weight_map": ', "model.safetensors.index.json is not valid JSON"),
+    ("[1, 2]", "model.safetensors.index.json: expected a JSON object, found list"),
+    ('{"metadata": {}}', 'model.safetensors.index.json: not a valid safetensors index \\(needs a "weight_map"'),
+    ('{"weight_map": {"a.weight": 3}}', "not a valid safetensors index"),
+])
+def test_a_broken_safetensors_index_is_a_checkpoint_error_naming_the_file(tmp_path, content, message):
+    (tmp_path / "model.safetensors.index.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_state_dict(tmp_path)
+
 def test_truncated_and_corrupt_files_are_clear_errors(tmp_path):
     torch_save_file(_tensors(), tmp_path / "model.safetensors")
     data = (tmp_path / "model.safetensors").read_bytes()
