@@ -22,18 +22,31 @@ that lets ALIGN / CLIP classify zero-shot with prompts it never saw as captions.
 
 The noise knobs (module constants unless said otherwise):
 
-- ``wrong_caption_fraction`` (argument of ``generate``, default 0.1): that fraction of training
+- ``wrong_caption_fraction`` (argument of ``generate``, default 0.05): that fraction of training
   examples gets the caption of another random image, one that mentions neither the shape nor the
   colour of this image's main object. ``Example.correct_caption`` records it.
-- ``two_object_fraction`` (argument, default 0.25): a second, smaller object; its caption may
+- ``two_object_fraction`` (argument, default 0.15): a second, smaller object; its caption may
   describe both ("red circle and blue star") or only the main one.
+- ``unnamed_colour_fraction`` (argument, default 0): that fraction of training examples shows
+  one object in a colour that has no name here (lime, teal, magenta, pink, ...: ``UNNAMED_HUES``),
+  captioned by its shape only ("star icon"). The web has stars of every colour, and most alt
+  texts do not say which. They are what teaches a model that a star is a star whatever its
+  colour; without them a small vision tower learns "star" only in the colours it saw stars in
+  (``docs/training.md``). ``Example.colour`` is None for them.
 - ``ATTRIBUTES``: how often a caption names both attributes, only the shape, or only the colour.
 - ``SYNONYM_RATE``: how often a synonym replaces the canonical word (``SYNONYMS``).
 - ``FILLER_RATE`` / ``JUNK_RATE``: unrelated words ("royalty free", "hd") and file-name junk
   ("dsc_0042", "final_v2") added before or after the description.
-- Images: size 30-60% of the side, position, rotation, colour jitter of +-12 per channel,
-  backgrounds that are plain, gradient or lightly noisy grey tints, never close to an object
-  colour (every object colour is saturated, every background almost grey).
+- Images: size 42-60% of the side (30-45% for the main one of two objects), position, rotation,
+  colour jitter of +-12 per channel, backgrounds that are plain, gradient or lightly noisy grey
+  tints, never close to an object colour (every object colour is saturated, every background
+  almost grey).
+
+The levels are set for a model that must learn in 15 minutes on 2 CPU cores (about 130,000
+pairs seen). The first version had 35% synonyms, 30% one-attribute captions, 10% wrong captions,
+25% two-object images and single objects from 35% of the side; align-nano then learned the
+training pairs themselves only to 60-80% in that budget, and objects under 42% of the side
+(17-20 pixels at 48x48) were its most frequent shape errors. ``docs/training.md`` has the runs.
 
 Everything is drawn from one ``numpy.random.Generator`` seeded by ``(seed, split)``, so a seed
 gives the same examples on every machine. Rendering uses Pillow, drawn at 2x and box-filtered
@@ -42,6 +55,7 @@ down (anti-aliased edges); 10,000 64x64 training examples take about 6 s of one 
 
 from __future__ import annotations
 
+import colorsys
 import math
 import re
 from collections.abc import Sequence
@@ -167,11 +181,12 @@ class SceneObject:
 
     ``size`` is the side of the (unrotated) bounding box, ``(x, y)`` its centre (x right, y down),
     ``rotation`` in degrees (counter-clockwise on screen), ``rgb`` the colour actually drawn
-    (``COLOURS[colour]`` plus jitter; ``None`` draws the exact colour).
+    (``COLOURS[colour]`` plus jitter; ``None`` draws the exact colour). ``colour=None`` is a
+    colour with no name (``unnamed_rgb``), which then needs its ``rgb``.
     """
 
     shape: str
-    colour: str
+    colour: str | None
     size: float
     x: float = 0.5
     y: float = 0.5
@@ -181,8 +196,11 @@ class SceneObject:
     def __post_init__(self) -> None:
         if self.shape not in OUTLINES:
             raise ValueError(f"shape must be one of {SHAPES}, found {self.shape!r}")
-        if self.colour not in COLOURS:
-            raise ValueError(f"colour must be one of {tuple(COLOURS)}, found {self.colour!r}")
+        if self.colour is None:
+            if self.rgb is None:
+                raise ValueError("an object of no named colour (colour=None) needs its rgb")
+        elif self.colour not in COLOURS:
+            raise ValueError(f"colour must be one of {tuple(COLOURS)} or None, found {self.colour!r}")
         if not 0 < self.size <= 1:
             raise ValueError(f"size must lie in (0, 1] (a fraction of the image side), found {self.size!r}")
 
@@ -322,10 +340,24 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 8, gap: int = 2) 
 # placing objects
 # ----------------------------------------------------------------------------------------------
 
-# Sizes (bounding-box side / image side): one object fills 35-60% of the side; with two, the main
+# Sizes (bounding-box side / image side): one object fills 42-60% of the side; with two, the main
 # one 30-45% and the second 20-30%, so that both fit side by side.
-_SINGLE_SIZE, _MAIN_SIZE, _SECOND_SIZE = (0.35, 0.60), (0.30, 0.45), (0.20, 0.30)
+_SINGLE_SIZE, _MAIN_SIZE, _SECOND_SIZE = (0.42, 0.60), (0.30, 0.45), (0.20, 0.30)
 _PLACEMENT_TRIES = 12  # candidate positions for a second object; the one farthest from the first wins
+
+
+# Hues (degrees) of the colours no caption names: lime, teal to cyan, magenta to pink. Each band
+# keeps >= 30 degrees of hue from every named colour (red 358, orange 29, yellow 53, green 129,
+# blue 227, purple 277), so an unnamed object never looks like a named one: no "blue" circle
+# sneaks into training as a sky-blue one.
+UNNAMED_HUES = ((85.0, 99.0), (160.0, 196.0), (307.0, 328.0))
+
+
+def unnamed_rgb(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A saturated colour with no name here: a hue from ``UNNAMED_HUES``, saturation and value in [0.6, 1]."""
+    low, high = UNNAMED_HUES[int(rng.integers(len(UNNAMED_HUES)))]
+    rgb = colorsys.hsv_to_rgb(rng.uniform(low, high) / 360, rng.uniform(0.6, 1), rng.uniform(0.6, 1))
+    return tuple(round(255 * c) for c in rgb)
 
 
 def _jittered_rgb(colour: str, rng: np.random.Generator) -> tuple[int, int, int]:
@@ -333,7 +365,7 @@ def _jittered_rgb(colour: str, rng: np.random.Generator) -> tuple[int, int, int]
     return tuple(min(255, max(0, c + int(j))) for c, j in zip(COLOURS[colour], jitter))
 
 
-def _place(shape: str, colour: str, size: float, rng: np.random.Generator, tries: int = 1,
+def _place(shape: str, colour: str | None, size: float, rng: np.random.Generator, tries: int = 1,
            away_from: SceneObject | None = None) -> SceneObject:
     """An object at a random position where its rotated outline lies fully inside the image.
 
@@ -341,7 +373,7 @@ def _place(shape: str, colour: str, size: float, rng: np.random.Generator, tries
     that object's wins (the second object of an image, which the main one is drawn over).
     """
     rotation = float(rng.uniform(-MAX_ROTATION[shape], MAX_ROTATION[shape]))
-    rgb = _jittered_rgb(colour, rng)
+    rgb = unnamed_rgb(rng) if colour is None else _jittered_rgb(colour, rng)
     # The outline at the origin gives how far the object reaches left/right/up/down of its centre.
     at_origin = _rotated(shape, rotation) * (size / 2)  # [k, 2]
     # [2] each: the allowed centres per axis (never empty for sizes <= 0.6 and these rotations)
@@ -376,9 +408,9 @@ SYNONYMS = {
     "orange": ("orange", "amber", "tangerine", "pumpkin"),
 }
 
-SYNONYM_RATE = 0.35  # how often a synonym (uniformly one of the others) replaces the canonical word
+SYNONYM_RATE = 0.2  # how often a synonym (uniformly one of the others) replaces the canonical word
 # What a caption of one object names: both attributes, only the shape, only the colour.
-ATTRIBUTES = {"both": 0.70, "shape": 0.15, "colour": 0.15}
+ATTRIBUTES = {"both": 0.80, "shape": 0.10, "colour": 0.10}
 SIZE_WORD_RATE = 0.3  # "small" / "large" before a clearly small or large object
 FILLER_RATE = 0.25  # one or two unrelated words before or after
 JUNK_RATE = 0.2  # a file-name-like token before or after
@@ -447,7 +479,7 @@ def _size_word(obj: SceneObject, single: bool, rng: np.random.Generator) -> str:
     """ "small" / "large" (or a synonym) when the object is clearly so for its kind of image, else ""."""
     if rng.random() >= SIZE_WORD_RATE:
         return ""
-    small, large = (0.42, 0.53) if single else (0.25, 0.40)
+    small, large = (0.47, 0.55) if single else (0.25, 0.40)
     if obj.size < small:
         return _pick(rng, _SMALL_WORDS)
     return _pick(rng, _LARGE_WORDS) if obj.size > large else ""
@@ -478,12 +510,12 @@ def _draw_attributes(rng: np.random.Generator) -> str:
 
 
 def _one_object_caption(obj: SceneObject, background: Background, rng: np.random.Generator) -> str:
-    attributes = _draw_attributes(rng)
+    attributes = "shape" if obj.colour is None else _draw_attributes(rng)  # an unnamed colour has no word
     template = _pick(rng, {"both": _BOTH_TEMPLATES, "shape": _SHAPE_TEMPLATES, "colour": _COLOUR_TEMPLATES}[attributes])
     return template.format(
         np=_noun_phrase(obj, attributes, single=True, rng=rng),
         shape=_word(obj.shape, rng),
-        colour=_word(obj.colour, rng),
+        colour=_word(obj.colour, rng) if obj.colour is not None else "",  # (no shape template uses it)
         bg=_background_word(background, rng),
     )
 
@@ -554,25 +586,32 @@ class Example:
     """One image / alt-text pair. ``shape`` and ``colour`` are the main object's: the zero-shot label.
 
     ``objects`` lists what was drawn, the main object first (then the second one, if any);
-    ``correct_caption`` is False when the caption belongs to another image.
+    ``correct_caption`` is False when the caption belongs to another image. ``colour`` is None
+    for an object of no named colour (training only: such an image has no zero-shot label).
     """
 
     image: np.ndarray  # [H, W, 3] uint8
     caption: str
     shape: str
-    colour: str
+    colour: str | None
     correct_caption: bool = True
     objects: tuple[SceneObject, ...] = field(default=(), repr=False)
     background: Background | None = field(default=None, repr=False)
 
     @property
     def class_name(self) -> str:
+        self._check_named()
         return class_name(self.shape, self.colour)
 
     @property
     def label(self) -> int:
         """Index of (shape, colour) in ``all_classes()``."""
+        self._check_named()
         return SHAPES.index(self.shape) * len(COLOURS) + list(COLOURS).index(self.colour)
+
+    def _check_named(self) -> None:
+        if self.colour is None:
+            raise ValueError(f"this {self.shape} has a colour with no name, so it belongs to no class")
 
 
 _WRONG_CAPTION_TRIES = 50  # random other images tried for a wrong caption before giving up
@@ -616,14 +655,17 @@ def generate(
     split: str = "train",
     seed: int = 0,
     image_size: int = 64,
-    two_object_fraction: float = 0.25,
-    wrong_caption_fraction: float = 0.1,
+    two_object_fraction: float = 0.15,
+    wrong_caption_fraction: float = 0.05,
+    unnamed_colour_fraction: float = 0.0,
 ) -> list[Example]:
     """``n`` examples of ``split``, the same ones for the same arguments.
 
     split="train": main and second objects from ``train_classes()``. split="test": main object
-    from ``HELD_OUT``; split="test_seen": from ``train_classes()``. The test splits are clean: no
-    second object and no wrong captions (both fractions are ignored), though captions are as
+    from ``HELD_OUT``; split="test_seen": from ``train_classes()``. In training, an
+    ``unnamed_colour_fraction`` of the examples keep their pair's shape but draw it alone, in an
+    unnamed colour, with a shape-only caption. The test splits are clean: no second object, no
+    unnamed colours and no wrong captions (those fractions are ignored), though captions are as
     noisy as in training otherwise. Main classes are balanced: each split's pairs in turn, in a
     random order, so n = 600 test examples hold 100 of each held-out pair.
     """
@@ -633,8 +675,9 @@ def generate(
     _check_image_size(image_size)
     _check_fraction("two_object_fraction", two_object_fraction)
     _check_fraction("wrong_caption_fraction", wrong_caption_fraction)
+    _check_fraction("unnamed_colour_fraction", unnamed_colour_fraction)
     if split != "train":
-        two_object_fraction = wrong_caption_fraction = 0.0
+        two_object_fraction = wrong_caption_fraction = unnamed_colour_fraction = 0.0
 
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     pairs = classes(split)
@@ -643,7 +686,10 @@ def generate(
     examples = []
     for pair_id in main_ids:
         shape, colour = pairs[pair_id]
-        if rng.random() < two_object_fraction:
+        if unnamed_colour_fraction and rng.random() < unnamed_colour_fraction:
+            colour = None
+            objects = (_place(shape, None, rng.uniform(*_SINGLE_SIZE), rng),)
+        elif rng.random() < two_object_fraction:
             main = _place(shape, colour, rng.uniform(*_MAIN_SIZE), rng)
             second_pair = (shape, colour)
             while second_pair == (shape, colour):  # another class: no "red circle and red circle"

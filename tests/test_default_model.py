@@ -64,6 +64,19 @@ def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
     assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36); see the issue note for the target
 
 
+def test_the_default_model_classifies_fresh_held_out_pairs():
+    """Held-out (shape, colour) pairs on 600 images no run has generated (seed 2026, not the
+    training seed), scored as in training. The shipped model gets 77.0%; the bar of 70% leaves
+    room for float32 differences across machines, and fails if a worse model is shipped. The
+    issue's target is 90%, which this model does not reach (docs/training.md)."""
+    test = synthetic.generate(600, split="test", seed=2026, image_size=train.IMAGE_SIZE)
+    class_names = [synthetic.class_name(s, c) for s, c in synthetic.all_classes()]
+    accuracy = train.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR),
+                                    BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
+                                    np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
+    assert accuracy >= 0.70, f"zero-shot top-1 on fresh held-out images: {accuracy:.3f}"
+
+
 def test_classify_with_no_arguments_shows_the_top_5(capsys):
     assert main(["classify", "--json"]) == 0
     assert all(len(r["results"]) == 5 for r in json.loads(capsys.readouterr().out))

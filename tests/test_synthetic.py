@@ -6,6 +6,7 @@ on every run; the tolerances say how far from the setting a fresh seed could fal
 
 from __future__ import annotations
 
+import colorsys
 import re
 from collections import Counter
 
@@ -192,9 +193,10 @@ def test_render_one_object_covers_about_its_area(shape, colour, size, rotation):
 
 def test_wrong_caption_fraction_near_the_setting(train):
     wrong = [e for e in train if not e.correct_caption]
-    # Exactly round(0.1 * 2000) = 200 are chosen; a swap is skipped only when 50 random tries
-    # find no other caption free of the image's words (practically never at n = 2000): +-0.5%.
-    assert abs(len(wrong) / len(train) - 0.1) <= 0.005
+    # Exactly round(0.05 * 2000) = 100 (the default) are chosen; a swap is skipped only when 50
+    # random tries find no other caption free of the image's words (practically never at
+    # n = 2000): +-0.5%.
+    assert abs(len(wrong) / len(train) - 0.05) <= 0.005
     for e in wrong:  # a wrong caption names neither the main shape nor the main colour
         shapes, colours = mentions(e.caption)
         assert e.shape not in shapes and e.colour not in colours, e.caption
@@ -225,8 +227,8 @@ def test_caption_noise_statistics(train):
     named = [mentions(e.caption) for e in correct]
     no_colour = np.mean([e.colour not in colours for e, (_, colours) in zip(correct, named)])
     no_shape = np.mean([e.shape not in shapes for e, (shapes, _) in zip(correct, named)])
-    # Settings: 15% shape only and 15% colour only per described object (fewer for two objects).
-    assert 0.08 < no_colour < 0.25 and 0.08 < no_shape < 0.25
+    # Settings: 10% shape only and 10% colour only per described object (fewer for two objects).
+    assert 0.05 < no_colour < 0.2 and 0.04 < no_shape < 0.2
     captions = [e.caption for e in train]
     assert len(set(captions)) > 0.5 * len(captions)
     # Templates: captions with every attribute word, file name and number replaced by a slot.
@@ -239,6 +241,46 @@ def test_caption_noise_statistics(train):
     assert any(re.search(r"\b(crimson|scarlet|cherry red)\b", c) for c in captions)
     assert 0.1 < np.mean([bool(re.search(r"\d", c)) for c in captions]) < 0.5
     assert any(len(mentions(c)[0]) == 2 for c in captions)
+
+
+# -- objects of no named colour ----------------------------------------------------------------
+
+
+def _hue_distance(a: float, b: float) -> float:  # degrees around the colour wheel
+    return min(abs(a - b) % 360, 360 - abs(a - b) % 360)
+
+
+def test_unnamed_colours_stay_30_degrees_of_hue_from_every_named_one():
+    named_hues = [360 * colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] for rgb in COLOURS.values()]
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in synthetic.unnamed_rgb(rng)))
+        assert min(_hue_distance(360 * h, n) for n in named_hues) >= 29.5  # (rounding to integer RGB)
+        assert s >= 0.59 and v >= 0.59  # saturated: far from the grey backgrounds
+
+
+def test_unnamed_colour_examples():
+    examples = generate(600, seed=3, unnamed_colour_fraction=0.4)
+    unnamed = [e for e in examples if e.colour is None]
+    assert 0.33 < len(unnamed) / len(examples) < 0.47
+    assert {e.shape for e in unnamed} == set(SHAPES)
+    for e in unnamed:
+        assert len(e.objects) == 1 and e.objects[0].colour is None
+        if e.correct_caption:  # named by its shape (some synonym), never by a colour
+            shapes, colours = mentions(e.caption)
+            assert shapes == {e.shape} and not colours, e.caption
+        with pytest.raises(ValueError, match="no name"):
+            _ = e.label
+    # The others are the usual examples: no held-out pair, named colours.
+    assert all((e.shape, e.colour) not in set(HELD_OUT) for e in examples if e.colour is not None)
+
+
+def test_no_unnamed_colours_is_the_old_stream_and_test_splits_have_none():
+    # Drawing no unnamed colour draws no extra random number: the examples are those of before.
+    a, b = generate(40, seed=5), generate(40, seed=5, unnamed_colour_fraction=0.0)
+    assert all(x.caption == y.caption and np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    for split in ("test", "test_seen"):
+        assert all(e.colour is not None for e in generate(30, split=split, seed=5, unnamed_colour_fraction=1.0))
 
 
 # -- bad arguments -----------------------------------------------------------------------------
@@ -254,6 +296,7 @@ def test_caption_noise_statistics(train):
         ({"two_object_fraction": 1.5}, "two_object_fraction must be a number in [0, 1], found 1.5"),
         ({"wrong_caption_fraction": -0.1}, "wrong_caption_fraction must be a number in [0, 1], found -0.1"),
         ({"wrong_caption_fraction": float("nan")}, "wrong_caption_fraction must be a number in [0, 1], found nan"),
+        ({"unnamed_colour_fraction": 2}, "unnamed_colour_fraction must be a number in [0, 1], found 2"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -267,6 +310,8 @@ def test_bad_objects():
         SceneObject("hexagon", "red", 0.5)
     with pytest.raises(ValueError, match=re.escape("colour must be one of")):
         SceneObject("circle", "pink", 0.5)
+    with pytest.raises(ValueError, match=re.escape("no named colour (colour=None) needs its rgb")):
+        SceneObject("circle", None, 0.5)
     with pytest.raises(ValueError, match=re.escape("size must lie in (0, 1]")):
         SceneObject("circle", "red", 0.0)
     with pytest.raises(ValueError, match=re.escape("split must be one of")):

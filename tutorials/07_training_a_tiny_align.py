@@ -21,11 +21,14 @@ steps, examples = (3, 64) if fast else (600, 10_000)
 out = tempfile.mkdtemp(prefix="align-tiny-")
 
 # %% [markdown]
-# What the model learns from: a few training pairs, noise included.
+# What the model learns from: a few training pairs, noise included. Some objects have a colour
+# no caption names (lime, teal, pink, ...): their captions name the shape only.
 
 # %%
-for e in synthetic.generate(8, split="train", seed=0, image_size=train.IMAGE_SIZE):
-    print(f"{e.class_name:16} {'ok   ' if e.correct_caption else 'WRONG'} {e.caption!r}")
+for e in synthetic.generate(8, split="train", seed=0, image_size=train.IMAGE_SIZE,
+                            unnamed_colour_fraction=train.UNNAMED_COLOUR_FRACTION):
+    what = e.class_name if e.colour is not None else f"{e.shape} (unnamed)"
+    print(f"{what:18} {'ok   ' if e.correct_caption else 'WRONG'} {e.caption!r}")
 
 # %% [markdown]
 # Train. Every step: forward and backward through both towers (`training.forward_backward`),
