@@ -47,6 +47,14 @@ def test_pipeline_with_model_none_uses_the_default_model():
     assert abs(sum(s["score"] for s in scores) - 1) < 1e-5
 
 
+def _held_out_top1(n: int, seed: int) -> float:
+    """The shipped model's zero-shot top-1 on n held-out test images of ``seed``, as training scores it."""
+    test = synthetic.generate(n, split="test", seed=seed, image_size=train.IMAGE_SIZE)
+    class_names = [synthetic.class_name(s, c) for s, c in synthetic.all_classes()]
+    return train.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR), BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
+                                np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
+
+
 def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
     """Recompute the last evaluation of the training log from the shipped files: the same
     held-out images (the seed of run_args.json), the same prompts, the same metric."""
@@ -55,11 +63,7 @@ def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
     with open(os.path.join(DEFAULT_MODEL_DIR, "train_log.jsonl")) as fh:
         logged = [json.loads(line) for line in fh if line.strip()]
     last_eval = [r["eval"] for r in logged if "eval" in r][-1]
-    test = synthetic.generate(train.TEST_EXAMPLES, split="test", seed=run_args["seed"], image_size=train.IMAGE_SIZE)
-    class_names = [synthetic.class_name(s, c) for s, c in synthetic.all_classes()]
-    accuracy = train.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR),
-                                    BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
-                                    np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
+    accuracy = _held_out_top1(train.TEST_EXAMPLES, seed=run_args["seed"])
     assert abs(accuracy - last_eval["zero_shot_top1"]) < 1e-9
     assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36); see the issue note for the target
 
@@ -69,11 +73,7 @@ def test_the_default_model_classifies_fresh_held_out_pairs():
     training seed), scored as in training. The shipped model gets 77.0%; the bar of 70% leaves
     room for float32 differences across machines, and fails if a worse model is shipped. The
     issue's target is 90%, which this model does not reach (docs/training.md)."""
-    test = synthetic.generate(600, split="test", seed=2026, image_size=train.IMAGE_SIZE)
-    class_names = [synthetic.class_name(s, c) for s, c in synthetic.all_classes()]
-    accuracy = train.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR),
-                                    BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
-                                    np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
+    accuracy = _held_out_top1(600, seed=2026)
     assert accuracy >= 0.70, f"zero-shot top-1 on fresh held-out images: {accuracy:.3f}"
 
 
