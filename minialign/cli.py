@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="where the model, log and checkpoints go")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="AdamW weight decay on matrices and embeddings (default: minialign.train.WEIGHT_DECAY)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100, help="zero-shot eval every K steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint with the same arguments")
@@ -218,10 +220,11 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import run_training
+    from .train import WEIGHT_DECAY, run_training
 
+    weight_decay = WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
     summary = run_training(args.out, config=args.config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                           seed=args.seed, eval_every=args.eval_every, resume=args.resume)
+                           seed=args.seed, eval_every=args.eval_every, resume=args.resume, weight_decay=weight_decay)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

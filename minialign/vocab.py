@@ -23,7 +23,10 @@ how often the parts occur on their own, so it favours pairs whose parts are rare
 nearly always appear together ("##g" "##s" in the hand example in tests/test_vocab.py), and
 postpones pairs of very common pieces (such as "t" "##h" in English) until their parts have been
 merged into longer pieces. It is a likelihood criterion: merging (a, b) raises the
-log-likelihood of a unigram model of the pieces roughly in proportion to that ratio.
+log-likelihood of a unigram model of the pieces roughly in proportion to that ratio. One
+consequence: the most frequent words are among the last to become whole, so a ``vocab_size``
+reached before the pairs run out can leave them in pieces (``train.VOCAB_SIZE`` says how that
+happened to `minialign train`).
 
 Why the alphabet is kept: greedy WordPiece needs a vocab entry for every position of a word or
 the whole word becomes [UNK]. With every single character present in both forms, any word made

@@ -65,16 +65,16 @@ def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
     last_eval = [r["eval"] for r in logged if "eval" in r][-1]
     accuracy = _held_out_top1(train.TEST_EXAMPLES, seed=run_args["seed"])
     assert abs(accuracy - last_eval["zero_shot_top1"]) < 1e-9
-    assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36); see the issue note for the target
+    assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36)
 
 
 def test_the_default_model_classifies_fresh_held_out_pairs():
-    """Held-out (shape, colour) pairs on 600 images no run has generated (seed 2026, not the
-    training seed), scored as in training. The shipped model gets 77.0%; the bar of 70% leaves
-    room for float32 differences across machines, and fails if a worse model is shipped. The
-    issue's target is 90%, which this model does not reach (docs/training.md)."""
-    accuracy = _held_out_top1(600, seed=2026)
-    assert accuracy >= 0.70, f"zero-shot top-1 on fresh held-out images: {accuracy:.3f}"
+    """The issue's bar: >= 90% zero-shot top-1 on held-out (shape, colour) pairs, on 600 images
+    that training never generated and no choice of recipe looked at (seed 97: neither the
+    training seed nor 2026, on which recipes were compared). Scored as in training. The shipped
+    model gets 95.7%; float32 differences across machines move a handful of images at most."""
+    accuracy = _held_out_top1(600, seed=97)
+    assert accuracy >= 0.90, f"zero-shot top-1 on fresh held-out images: {accuracy:.3f}"
 
 
 def test_classify_with_no_arguments_shows_the_top_5(capsys):

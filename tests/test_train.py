@@ -297,6 +297,7 @@ def test_pixel_values_match_the_saved_image_processor(rng):
         (["--steps", "3", "--config", "huge"], "unknown config 'huge' (known: nano)"),
         (["--steps", "3", "--batch-size", "1"], "batch size must be between 2"),
         (["--steps", "3", "--lr", "-1"], "learning rate must be a positive number"),
+        (["--steps", "3", "--weight-decay", "-0.1"], "weight decay must be a number >= 0, got -0.1"),
         (["--steps", "3", "--resume"], "no training checkpoint"),
     ],
 )
@@ -305,6 +306,15 @@ def test_train_argument_errors_are_one_line_exit_2(tmp_path, capsys, argv, messa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("minialign train: error: ") and message in err
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_train_passes_weight_decay_and_defaults_to_the_recipe(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train, "run_training", lambda out, **kwargs: calls.append(kwargs) or
+                        {"steps": 1, "final_loss": 0.0, "eval": None, "out_dir": str(out)})
+    assert main(["train", "--out", str(tmp_path / "a"), "--steps", "1"]) == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--steps", "1", "--weight-decay", "0.05"]) == 0
+    assert [c["weight_decay"] for c in calls] == [train.WEIGHT_DECAY, 0.05]
 
 
 # 6 test examples: one per held-out class. eval_every=0: evaluate after the last step only.

@@ -254,3 +254,21 @@ def test_a_thousand_merges_on_two_thousand_words():
     texts = [" ".join("".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(10)) for _ in range(400)]
     assert len(count_words(texts)) > 2000
     assert len(learn_wordpiece_vocab(texts, vocab_size=1000)) == 1000
+
+
+def test_the_training_vocabulary_keeps_every_colour_and_shape_word_whole(tmp_path):
+    # The score merges the most frequent words last (module docstring): a cap that stops the
+    # learner early leaves "red" as r ##e ##d. train.VOCAB_SIZE must let it finish on the
+    # captions `minialign train` learns from, so that each colour and shape word, synonyms
+    # included, is one token the text tower can attach a meaning to.
+    from minialign import synthetic, train
+
+    captions = [e.caption for e in synthetic.generate(train.TRAIN_EXAMPLES, split="train", seed=0,
+                                                      image_size=train.IMAGE_SIZE,
+                                                      unnamed_colour_fraction=train.UNNAMED_COLOUR_FRACTION)]
+    vocab = learn_wordpiece_vocab(captions, train.VOCAB_SIZE)
+    assert len(vocab) < train.VOCAB_SIZE, "the learner stopped at the cap, not when it ran out of pairs"
+    words = sorted({word for forms in synthetic.SYNONYMS.values() for form in forms for word in form.split()})
+    tokenizer = write_vocab(vocab, tmp_path)
+    split = {word: pieces for word in words if len(pieces := tokenizer.tokenize(word)) > 1}
+    assert not split, f"words the vocabulary splits into pieces: {split}"
