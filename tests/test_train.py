@@ -366,6 +366,17 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
     assert steps_logged == [1, 2, 3, 4]  # the crashed run logged 1-2, the resumed one 3-4
 
 
+def test_a_short_align_run_lowers_the_loss(tmp_path):
+    """The real thing at CI size (nano ALIGN, 64 synthetic pairs, batches of 16, 40 steps: ~4 s):
+    the contrastive loss falls from about ln(16) -- the loss of a model that cannot tell the 16
+    pairs of a batch apart -- to well below it."""
+    train.run_training(tmp_path / "m", steps=40, batch_size=16, train_examples=64, test_examples=6, eval_every=0,
+                       progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert last < 0.8 * first and last < np.log(16), (first, last)
+
+
 def test_saved_model_counts_batchnorm_batches_like_transformers(tmp_path):
     """transformers' checkpoints carry num_batches_tracked for every batchnorm; run_training's
     output has them too (= the steps trained), so transformers loads it without a warning."""
