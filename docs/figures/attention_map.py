@@ -70,8 +70,7 @@ def render(tokens: list[str], probs: np.ndarray) -> str:
     subtitle = f"caption: {CAPTION!r}; row = query token, column = key token"
     footer = "red box: the [CLS] row (AlignModel projects this position's output)"
     # Wide enough for the matrix and its legend, and for the longest line of text (13 px title, 11 px rest).
-    text_width = max(math.ceil(CHAR_WIDTH * 13 * len(title)), math.ceil(CHAR_WIDTH * 11 * len(subtitle)),
-                     math.ceil(CHAR_WIDTH * 11 * len(footer)))
+    text_width = math.ceil(CHAR_WIDTH * max(13 * len(title), 11 * len(subtitle), 11 * len(footer)))
     width, height = max(LEFT + T * CELL + LEGEND, LEFT + text_width + 10), TOP + T * CELL + 40
     font = 'font-family="DejaVu Sans Mono, Menlo, Consolas, monospace"'
     lines = [
