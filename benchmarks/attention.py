@@ -111,7 +111,7 @@ def dry_run():
     from minialign.kernels._checks import INTERPRETED
     from minialign.kernels.attention import attention
 
-    if not INTERPRETED:  # triton was imported before TRITON_INTERPRET could be set (python -m ...)
+    if not INTERPRETED:  # triton was imported before TRITON_INTERPRET could be set
         print("dry run needs the interpreter here: rerun with TRITON_INTERPRET=1")
         return
     B, heads, T, D = 3, 2, 13, 16

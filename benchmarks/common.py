@@ -41,6 +41,49 @@ def interleaved_ratio(ours, reference, *, repeats: int = 5, pause_s: float = 0.5
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "repeats": repeats}
 
 
+def interleaved_times(fns: dict, *, repeats: int = 5, pause_s: float = 0.0) -> dict:
+    """Time every callable in ``fns`` in alternation: each repeat calls all of them once, in
+    order, after one untimed warm-up call each. Returns, per name, seconds as median/min/max, and
+    under ``"ratios"`` the per-repeat ratio ``first / name`` for every other name (so > 1 means
+    ``name`` is faster than the first), as median/min/max.
+
+    Alternating makes a drift in the machine's speed hit every candidate alike, which separate
+    timing runs do not; the per-repeat ratios cancel it. ``pause_s`` before each call lets idle
+    BLAS/OpenMP threads stop spinning (see interleaved_ratio).
+    """
+    for fn in fns.values():
+        fn()  # warm up
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(pause_s)
+            samples[name].append(timeit(fn, repeats=1, warmup=0)["median_s"])
+    result = {name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s), "repeats": repeats}
+              for name, s in samples.items()}
+    first, *others = fns
+    result["ratios"] = {}
+    for name in others:
+        ratios = [a / b for a, b in zip(samples[first], samples[name])]
+        result["ratios"][f"{first}_over_{name}"] = {"median": statistics.median(ratios), "min": min(ratios),
+                                                     "max": max(ratios), "repeats": repeats}
+    return result
+
+
+# After each matrix product OpenBLAS's idle threads spin for ~0.1 s by default, on the core that
+# the NumPy backend's band threads need (see minialign/backends/numpy.py); OPENBLAS_THREAD_TIMEOUT=16
+# (~25 us) stops that. OpenBLAS reads the variable once, when NumPy loads it, and minialign leaves
+# the environment alone, so each CPU benchmark sets it itself before it imports numpy:
+#     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+# and records what it ran with (openblas_thread_timeout).
+
+
+def openblas_thread_timeout(given: str | None) -> dict:
+    """The JSON record of OPENBLAS_THREAD_TIMEOUT; ``given`` is its value before the benchmark's
+    setdefault (None: it was not set, and the benchmark set it)."""
+    return {"value": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+            "set_by": "environment" if given is not None else "benchmark (os.environ.setdefault before numpy)"}
+
+
 class TimedOps:
     """Wraps a backend so every op call is timed; ``totals`` maps op name -> seconds.
 

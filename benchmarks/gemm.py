@@ -244,9 +244,9 @@ def main() -> None:
     if args.dry_run:
         from minialign.kernels._checks import INTERPRETED
 
-        if not INTERPRETED:  # triton was imported before we could set it (python -m minialign.kernels.gemm)
+        if not INTERPRETED:  # triton was imported before this script could set it
             print("--dry-run needs TRITON_INTERPRET=1 set before triton is imported: "
-                  "TRITON_INTERPRET=1 python -m minialign.kernels.gemm --dry-run")
+                  "TRITON_INTERPRET=1 python benchmarks/gemm.py --dry-run")
             sys.exit(2)
         for case in selected:
             x = make_inputs(case, "cpu", torch.float32)

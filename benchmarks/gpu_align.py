@@ -24,17 +24,24 @@ timed; ``--dry-run`` then runs a tiny config on Triton's CPU interpreter to chec
 
 from __future__ import annotations
 
-import minialign  # noqa: F401  (first: it sets OPENBLAS_THREAD_TIMEOUT before NumPy loads OpenBLAS)
-import argparse
 import os
-import sys
-import tempfile
 
-import numpy as np
+# Before NumPy loads OpenBLAS, which reads it once (see benchmarks/common.py): the checkpoint,
+# the inputs and the checks run NumPy on the CPU.
+OPENBLAS_GIVEN = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from common import TimedOps, gpu_device_name, gpu_time_ms, machine, should_time_on_gpu, write_json  # noqa: E402
+from common import (  # noqa: E402
+    TimedOps, gpu_device_name, gpu_time_ms, machine, openblas_thread_timeout, should_time_on_gpu, write_json,
+)
 from reference import align_checkpoint  # noqa: E402
 
 TINY = dict(text=dict(hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=48),
@@ -100,7 +107,8 @@ def main() -> None:
     captions_64 = processor(text=captions)
     result = {"benchmark": "ALIGN on a GPU: minialign triton backend vs transformers", "device": gpu_device_name(),
               "machine": machine(), "dry_run": args.dry_run, "batch": {"images": n_images, "image_size": size,
-                                                                       "texts": n_texts}}
+                                                                       "texts": n_texts},
+              "openblas_thread_timeout": openblas_thread_timeout(OPENBLAS_GIVEN)}
     result["caption_tokens"] = {"mean": float(np.mean(captions_64["attention_mask"].sum(1))),
                                 "max": int(captions_64["attention_mask"].sum(1).max())}
 

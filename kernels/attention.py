@@ -8,12 +8,13 @@ Math. For one (batch b, head h), with q, k, v rows of length D and the key paddi
     p[i, j] = exp(s[i, j] - max_j s[i, j]) / sum_j exp(s[i, j] - max_j s[i, j])   (float32)
     out[i]  = sum_j p[i, j] v[j]
 
-This is minialign/layers.py ``attention(q, k, v, attention_bias(mask))`` exactly, including its
-one odd case: a row whose keys are *all* padding has every score equal to float32 min, so its
-softmax is uniform over all T keys and its output is the mean of v (transformers' eager attention
-does the same). Padded keys get the finite float32 min, not -inf: that is what makes this case a
-uniform average instead of 0/0 = NaN. The positions of the last key block past the end of the
-sequence (j >= T) are not keys at all and get -inf, i.e. weight exactly 0 in every row.
+This is ``attention(q, k, v, attention_bias(mask))`` of ``minialign.backends.reference`` exactly,
+including its one odd case: a row whose keys are *all* padding has every score equal to float32
+min, so its softmax is uniform over all T keys and its output is the mean of v (transformers'
+eager attention does the same). Padded keys get the finite float32 min, not -inf: that is what
+makes this case a uniform average instead of 0/0 = NaN. The positions of the last key block past
+the end of the sequence (j >= T) are not keys at all and get -inf, i.e. weight exactly 0 in every
+row.
 The kernel works in base 2: ``exp(x) = exp2(x * log2(e))``, so it folds log2(e) into the scale
 (one multiply per score) and calls exp2, the instruction the GPU has. The padding value stays
 float32 min; exp2(min - m) is 0 for any real score m, exactly as exp(min - m) is.
@@ -44,7 +45,14 @@ D contiguous elements, row stride 3 * heads * D), with no transpose copy. The ou
 
 References: Vaswani et al., "Attention Is All You Need" (2017); Milakov & Gimelshein, "Online
 normalizer calculation for softmax" (2018); Dao et al., "FlashAttention" (2022); Triton tutorial
-``06-fused-attention.py``; minialign/layers.py ``attention``, ``attention_bias`` (the reference).
+``06-fused-attention.py``; ``minialign.backends.reference``: ``attention``, ``attention_bias``
+(the reference).
+
+Benchmark: ``benchmarks/attention.py``. It is in the repository, not in the installed package,
+and checks the kernel's output before it times it::
+
+    python benchmarks/attention.py --dry-run    # no GPU: checks only
+    python benchmarks/attention.py --out benchmarks/results/attention_gpu.json
 """
 
 from __future__ import annotations
@@ -170,7 +178,7 @@ def attention(q, k, v, key_padding_mask, *, scale: float | None = None):
         v: ``[B, heads, T, D]`` values, same dtype and device as q, any strides.
         key_padding_mask: ``[B, T]``, bool or integer, any strides: nonzero = a real token, 0 =
             padding (the tokenizer's ``attention_mask``). Padded keys get weight exactly 0; a row
-            with no real key gets the uniform average of all T values (as layers.attention does).
+            with no real key gets the uniform average of all T values (as reference.attention does).
         scale: multiplies the scores; default ``1 / sqrt(D)``.
 
     Returns:
@@ -228,13 +236,3 @@ def attention(q, k, v, key_padding_mask, *, scale: float | None = None):
         num_warps=num_warps,
     )
     return out
-
-
-if __name__ == "__main__":
-    import os
-    import runpy
-    import sys
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "attention.py")
-    sys.argv[0] = path
-    runpy.run_path(path, run_name="__main__")

@@ -20,8 +20,14 @@ so the loads coalesce. Every element is read once and written once: the kernel i
 memory bandwidth, and bytes moved = read x (+ read residual) + write y.
 
 References: Ioffe & Szegedy 2015 (batchnorm); Elfwing et al. 2017 / Ramachandran et al. 2017
-(SiLU/swish); minialign/layers.py ``batch_norm`` and ``silu`` (the NumPy reference);
+(SiLU/swish); ``minialign.backends.reference``: ``batch_norm`` and ``silu`` (the NumPy reference);
 Triton tutorial 01-vector-add (masked elementwise kernels).
+
+Benchmark: ``benchmarks/batchnorm_silu.py``. It is in the repository, not in the installed package,
+and checks the kernel's output before it times it::
+
+    python benchmarks/batchnorm_silu.py --dry-run    # no GPU: checks only
+    python benchmarks/batchnorm_silu.py --out benchmarks/results/batchnorm_silu_gpu.json
 """
 
 from __future__ import annotations
@@ -147,14 +153,3 @@ def batchnorm_act(x, scale, shift, *, activation: str | None = "silu", residual=
         num_warps=4,
     )
     return out
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    # The benchmark lives in benchmarks/batchnorm_silu.py.
-    # `python -m minialign.kernels.batchnorm_silu [--dry-run] [--out FILE]` runs it in a fresh process,
-    # which decides on Triton's interpreter before anything imports triton.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "batchnorm_silu.py")
-    os.execv(sys.executable, [sys.executable, path, *sys.argv[1:]])

@@ -9,7 +9,7 @@ The math, per image b, output pixel (y, x) and channel c, with the input implici
     sums[b, c]   =  sum_{y, x} out[b, y, x, c]       what squeeze-excitation averages
 
 with ``scale = bn.weight / sqrt(running_var + eps)`` and ``shift = bn.bias - running_mean * scale``
-(minialign.layers.batch_norm applies it the same way). This replaces the NumPy path
+(``minialign.backends.reference.batch_norm`` applies it the same way). This replaces the NumPy path
 ``silu(batch_norm(depthwise_conv2d(x, weight, stride, padding)))`` of an MBConv block plus the
 ``mean`` over space that squeeze-excitation starts with, so the activation is written once and
 never read back just to be averaged (divide ``sums`` by ``Ho * Wo`` for the mean).
@@ -47,6 +47,12 @@ the output dtype.
 References: Triton tutorials (python/tutorials/05-layer-norm.py for file structure and the
 epilogue style); Tan & Le, "EfficientNet" (2019) for the MBConv block; transformers'
 ``AlignVisionDepthwiseLayer`` and ``correct_pad`` for the padding convention.
+
+Benchmark: ``benchmarks/depthwise_conv.py``. It is in the repository, not in the installed package,
+and checks the kernel's output before it times it::
+
+    python benchmarks/depthwise_conv.py --dry-run    # no GPU: checks only
+    python benchmarks/depthwise_conv.py --out benchmarks/results/depthwise_conv_gpu.json
 """
 
 from __future__ import annotations
@@ -221,14 +227,3 @@ def depthwise_conv_bn_silu(x, weight, scale, shift, *, stride: int, padding, act
         BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
     )
     return y, sums
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    # The benchmark lives with the others (benchmarks/depthwise_conv.py, same arguments). It runs in
-    # a fresh interpreter: it may need TRITON_INTERPRET=1 set before triton is imported, and by
-    # now this module has imported it.
-    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "depthwise_conv.py")
-    os.execv(sys.executable, [sys.executable, bench, *sys.argv[1:]])

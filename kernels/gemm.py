@@ -46,9 +46,15 @@ once, in the output dtype.
   enough tiles to fill 132 SMs, and for any GEMM with an A-scale (its tile is staged too).
 
 References: Triton tutorial 03 "Matrix Multiplication" (python/tutorials/03-matrix-multiplication.py);
-Liger-Kernel's fused linear ops; minialign/layers.py ``linear``, ``pointwise_conv``, ``batch_norm``,
-``squeeze_excite``, ``gelu``, ``gelu_new``, ``silu`` (the NumPy reference); transformers
-``AlignVisionBlock`` and ``BertIntermediate``.
+Liger-Kernel's fused linear ops; ``minialign.backends.reference``: ``linear``, ``pointwise_conv``,
+``batch_norm``, ``squeeze_excite``, ``gelu``, ``gelu_new``, ``silu`` (the NumPy reference);
+transformers ``AlignVisionBlock`` and ``BertIntermediate``.
+
+Benchmark: ``benchmarks/gemm.py``. It is in the repository, not in the installed package,
+and checks the kernel's output before it times it::
+
+    python benchmarks/gemm.py --dry-run    # no GPU: checks only
+    python benchmarks/gemm.py --out benchmarks/results/gemm_gpu.json
 """
 
 from __future__ import annotations
@@ -319,13 +325,3 @@ def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, 
     if residual is not None:
         y = y + residual.float()
     return y
-
-
-if __name__ == "__main__":
-    import os
-    import runpy
-    import sys
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "gemm.py")
-    sys.argv[0] = path
-    runpy.run_path(path, run_name="__main__")

@@ -18,7 +18,13 @@ which stay in L2). Rows are independent, so there is nothing to synchronise.
 
 References: Ba, Kiros & Hinton, "Layer Normalization" (2016); Triton tutorial 05-layer-norm
 (the same one-row-per-program forward); llm.c ``dev/cuda/layernorm_forward.cu``;
-minialign/layers.py ``layer_norm`` (the NumPy reference).
+``minialign.backends.reference``: ``layer_norm`` (the NumPy reference).
+
+Benchmark: ``benchmarks/layer_norm.py``. It is in the repository, not in the installed package,
+and checks the kernel's output before it times it::
+
+    python benchmarks/layer_norm.py --dry-run    # no GPU: checks only
+    python benchmarks/layer_norm.py --out benchmarks/results/layer_norm_gpu.json
 """
 
 from __future__ import annotations
@@ -111,14 +117,3 @@ def layer_norm(x, weight, bias, eps: float, *, residual=None):
         BLOCK_H=block_h, HAS_RESIDUAL=residual is not None, num_warps=num_warps,
     )
     return y
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    # The benchmark lives in benchmarks/layer_norm.py.
-    # `python -m minialign.kernels.layer_norm [--dry-run] [--out FILE]` runs it in a fresh process,
-    # which decides on Triton's interpreter before anything imports triton.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "layer_norm.py")
-    os.execv(sys.executable, [sys.executable, path, *sys.argv[1:]])

@@ -29,8 +29,14 @@ Both loops walk the weights along their contiguous axis, so the loads coalesce. 
 (~4.9 MB in float32 at C=3840, S=160) are re-read by every image but stay in L2 after the first.
 
 References: Hu, Shen & Sun, "Squeeze-and-Excitation Networks" (2018); Tan & Le, EfficientNet
-(2019); minialign/layers.py ``squeeze_excite`` (the NumPy reference); transformers
+(2019); ``minialign.backends.reference``: ``squeeze_excite`` (the NumPy reference); transformers
 ``AlignVisionSqueezeExciteLayer``.
+
+Benchmark: ``benchmarks/batchnorm_silu.py``, with the batchnorm cases. It is in the repository,
+not in the installed package, and checks the kernel's output before it times it::
+
+    python benchmarks/batchnorm_silu.py --only se_gate --dry-run    # no GPU: checks only
+    python benchmarks/batchnorm_silu.py --only se_gate --out benchmarks/results/se_gate_gpu.json
 """
 
 from __future__ import annotations
@@ -153,14 +159,3 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
         BLOCK_C=block_c, BLOCK_S=block_s, num_warps=4,
     )
     return gate
-
-
-if __name__ == "__main__":
-    import os
-    import sys
-
-    # The gate is benchmarked with batchnorm + SiLU in benchmarks/batchnorm_silu.py.
-    # `python -m minialign.kernels.se_gate [--dry-run] [--out FILE]` runs it in a fresh process,
-    # which decides on Triton's interpreter before anything imports triton.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks", "batchnorm_silu.py")
-    os.execv(sys.executable, [sys.executable, path, "--only", "se_gate", *sys.argv[1:]])

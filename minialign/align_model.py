@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import layers
+from .backends import DEFAULT_BACKEND, get_ops
+from .backends.contract import Ops
 from .config import AlignConfig, ConfigError
 from .hub import resolve_model_dir
 from .loss import align_loss, l2_normalize
@@ -47,7 +48,7 @@ class AlignModel(PretrainedModel):
     architecture = "AlignModel"
     ignorable_keys = tuple("text_model." + k for k in AlignTextModel.ignorable_keys)
 
-    def __init__(self, config: AlignConfig, params, *, strict: bool = True, ops=layers):
+    def __init__(self, config: AlignConfig, params, *, strict: bool = True, ops: Ops | None = None):
         image_dim = round_filters(config.vision_config, config.vision_config.out_channels[-1])
         if config.projection_dim != image_dim:
             raise ConfigError(
@@ -55,7 +56,7 @@ class AlignModel(PretrainedModel):
                 "channels (the vision tower's last width); text and image embeddings must have the same size"
             )
         super().__init__(config, params, strict=strict)
-        self.ops = ops
+        self.ops = ops = get_ops() if ops is None else ops
         self.tensors = {name: ops.from_numpy(self.params[name]) for name in ("text_projection.weight", "text_projection.bias")}
         state = {**self.params, **self.passthrough}
         sub = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
@@ -72,7 +73,7 @@ class AlignModel(PretrainedModel):
         return shapes
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True, backend: str = "numpy",
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
                         device: str | None = None, dtype: str = "float32"):
         """Load from a local directory laid out like the hub's ``kakaobrain/align-base``, or from a
         hub id found in the local Hugging Face cache (see ``minialign.hub``). ``backend``,

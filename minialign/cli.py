@@ -15,7 +15,7 @@ import time
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
-from .backends import BACKENDS, DTYPES
+from .backends import BACKENDS, DEFAULT_BACKEND, DTYPES
 from .image_processing import ImageInputError
 
 # Errors that mean "the user's input is wrong", not "minialign has a bug".
@@ -28,8 +28,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="model directory or cached hub id (default: the embedded model)")
-    parser.add_argument("--backend", choices=BACKENDS, default="numpy",
-                        help="numpy (CPU, the reference) or triton (a CUDA GPU, through the Triton kernels)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help="numpy (fast CPU, the default), reference (the plain NumPy lesson, slow) or triton (a CUDA GPU, through the Triton kernels)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="triton backend only: compute dtype")
 
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
     p.add_argument("--weight-decay", type=float, default=None,
-                   help="AdamW weight decay on matrices and embeddings (default: minialign.train.WEIGHT_DECAY)")
+                   help="AdamW weight decay on matrices and embeddings (default: minialign.training.recipe.WEIGHT_DECAY)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=100, help="zero-shot eval every K steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint with the same arguments")
@@ -102,7 +102,7 @@ def _load(args):
     from .processing import AlignProcessor
 
     directory = _model_dir(args.model)
-    backend = getattr(args, "backend", "numpy")  # parity compares with transformers: always NumPy
+    backend = getattr(args, "backend", DEFAULT_BACKEND)  # parity compares with transformers: always NumPy
     model = AlignModel.from_pretrained(directory, backend=backend, dtype=getattr(args, "dtype", "float32"))
     return model, AlignProcessor.from_pretrained(directory), directory
 
@@ -220,7 +220,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import WEIGHT_DECAY, run_training
+    from .training.recipe import WEIGHT_DECAY, run_training
 
     weight_decay = WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
     summary = run_training(args.out, config=args.config, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

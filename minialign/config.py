@@ -24,25 +24,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .backends.contract import ACTIVATION_NAMES
+from .jsonfile import read_json_object
+
 
 class ConfigError(ValueError):
     """A config.json (or dict) that does not describe a model minialign can build."""
-
-
-def read_json_object(path: str | os.PathLike, *, error: type[Exception] = ConfigError, not_found: str | None = None) -> dict:
-    """The JSON object in ``path``. Every way the file can be wrong -- missing, not UTF-8, not
-    JSON, JSON but not an object -- raises ``error`` with a message that names the file;
-    ``not_found`` replaces the message for a missing file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise error(not_found or f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise error(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -130,7 +117,7 @@ class _Config:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike):
-        data = read_json_object(path, not_found=f"config file not found: {path}")
+        data = read_json_object(path, error=ConfigError, not_found=f"config file not found: {path}")
         if "model_type" not in data:
             raise ConfigError(
                 f"{path}: missing required field 'model_type' (expected {cls._accepted_model_types()}); "
@@ -180,7 +167,7 @@ class AlignTextConfig(_Config):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
 
-    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ("gelu", "gelu_new", "relu", "silu", "swish")
+    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ACTIVATION_NAMES  # what every backend's linear takes
 
     @classmethod
     def _accepted_model_types(cls) -> tuple[str, ...]:
@@ -305,3 +292,23 @@ class AlignConfig(_Config):
         out["text_config"] = self.text_config.to_dict()
         out["vision_config"] = self.vision_config.to_dict()
         return out
+
+
+def nano_config(vocab_size: int) -> AlignConfig:
+    """align-nano: a 2-layer BERT (hidden 64) and a 4-block EfficientNet for 48x48 images.
+
+    Sized to train on 2 CPU cores in minutes. The vision tower keeps EfficientNet's first four
+    stages at width 1.0, one block each (stem 32 -> 16 -> 24 -> 40 -> 80 channels, strides
+    2, 1, 2, 2, 2: a 48x48 image ends as a 3x3 map), so the embedding has 80 dimensions. The
+    temperature starts at CLIP's 0.07 rather than transformers' 1.0: with logits in [-1, 1] a
+    temperature of 1 gives the loss almost no signal, and a short run cannot afford to wait
+    for it to fall.
+    """
+    text = AlignTextConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0)
+    vision = AlignVisionConfig(image_size=48, width_coefficient=1.0, depth_coefficient=1.0,
+                               kernel_sizes=[3, 3, 5, 3], in_channels=[32, 16, 24, 40],
+                               out_channels=[16, 24, 40, 80], strides=[1, 2, 2, 2], num_block_repeats=[1, 1, 1, 1],
+                               expand_ratios=[1, 4, 4, 4], hidden_dim=320, drop_connect_rate=0.0)
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=80, temperature_init_value=0.07)

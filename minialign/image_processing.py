@@ -68,7 +68,9 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageOps
 
-from .config import ConfigError, read_json_object
+from .config import ConfigError
+from .jsonfile import read_json_object
+from .validation import is_int
 
 # transformers' IMAGENET_STANDARD_MEAN / _STD: the EfficientNet classifier default, not ALIGN's.
 IMAGENET_STANDARD_MEAN = [0.5, 0.5, 0.5]
@@ -327,24 +329,20 @@ def _bad(name: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{name} must be {expected}, found {value!r} ({type(value).__name__})")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+    return (is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
 
 
 def _size_dict(name: str, value: Any) -> dict[str, int]:
     """int n -> n x n; (height, width) -> dict; {"height", "width"} -> checked copy."""
-    if _is_int(value):
+    if is_int(value):
         value = {"height": value, "width": value}
     elif isinstance(value, (list, tuple)) and len(value) == 2:
         value = {"height": value[0], "width": value[1]}
     if not isinstance(value, dict) or set(value) != {"height", "width"}:
         raise _bad(name, 'an int, a (height, width) pair or {"height": int, "width": int} '
                    "(minialign does not support shortest_edge / max_height sizes)", value)
-    if not all(_is_int(v) and v > 0 for v in value.values()):
+    if not all(is_int(v) and v > 0 for v in value.values()):
         raise _bad(name, "positive integers for height and width", value)
     return {"height": int(value["height"]), "width": int(value["width"])}
 
@@ -407,7 +405,7 @@ class EfficientNetImageProcessor:
             raise _bad("do_convert_rgb", "true, false or null", self.do_convert_rgb)
         self.size = _size_dict("size", self.size)
         self.crop_size = _size_dict("crop_size", self.crop_size)
-        if not _is_int(self.resample) or int(self.resample) not in RESAMPLING:
+        if not is_int(self.resample) or int(self.resample) not in RESAMPLING:
             raise _bad("resample", f"a PIL resampling code {RESAMPLING}", self.resample)
         self.resample = int(self.resample)
         if not _is_number(self.rescale_factor):
@@ -539,7 +537,7 @@ class EfficientNetImageProcessor:
         path = os.fspath(directory)
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
-        data = read_json_object(path, not_found=f"image processor config not found: {path}")
+        data = read_json_object(path, error=ConfigError, not_found=f"image processor config not found: {path}")
         try:
             return cls.from_dict(data)
         except ConfigError as err:

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .backends import get_ops
+from .backends import DEFAULT_BACKEND, get_ops
 from .checkpoint import CheckpointError, check_state_dict, load_state_dict, strip_prefix, write_safetensors
 from .config import AlignConfig, _Config
 
@@ -69,10 +69,10 @@ class PretrainedModel:
         return cls.config_class.from_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = "numpy",
+    def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
                         device: str | None = None, dtype: str = "float32"):
         """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory,
-        to run on ``backend`` ("numpy" or "triton"; see ``minialign.backends.get_ops``)."""
+        to run on ``backend`` ("numpy", "reference" or "triton"; see ``minialign.backends.get_ops``)."""
         ops = get_ops(backend, device=device, dtype=dtype)  # first: a bad backend fails before any loading
         directory = os.fspath(directory)
         if not os.path.isdir(directory):

@@ -15,7 +15,8 @@ every intermediate both expose is compared, in the order the data flows:
 A bug shows up as the first row over tolerance; every row after it that depends on it fails too,
 so the first failing row, not the number of failing rows, says where to look.
 
-Errors, per row (a = minialign, b = transformers, both as float64):
+Errors, per row (a = minialign, b = transformers, both as float64; computed by
+``minialign.array_errors``, the same code behind the test suite's ``assert_close``):
 
     max_abs = max |a - b|
     max_rel = max_abs / max(max |b|, tiny)          normwise: relative to the tensor's scale
@@ -40,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from .array_errors import array_errors
 
 
 class MissingReferenceError(ImportError):
@@ -116,19 +119,12 @@ def compare_arrays(name: str, ours, theirs, tolerance: Tolerance | None = None) 
         shape = tuple(np.shape(theirs if ours is None else ours))
         return ParityRow(name, shape, math.inf, math.inf, tol.atol, tol.atol, tol.rtol, False,
                          note=f"no {name} in {missing}'s outputs")
-    a = np.asarray(ours, dtype=np.float64)
-    b = np.asarray(theirs, dtype=np.float64)
-    if a.shape != b.shape:
-        return ParityRow(name, a.shape, math.inf, math.inf, tol.atol, tol.atol, tol.rtol, False,
-                         note=f"shape {a.shape} in minialign, {b.shape} in transformers")
-    finite = np.isfinite(a) & np.isfinite(b)
-    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
-    diff = np.where(finite, np.abs(np.where(finite, a - b, 0.0)), np.where(same_special, 0.0, np.inf))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(b[finite]).max()) if finite.any() else 0.0
-    max_rel = max_abs / max(scale, float(np.finfo(np.float32).tiny))
-    allowed = tol.atol + tol.rtol * scale
-    return ParityRow(name, a.shape, max_abs, max_rel, allowed, tol.atol, tol.rtol, max_abs <= allowed)
+    if np.shape(ours) != np.shape(theirs):
+        return ParityRow(name, np.shape(ours), math.inf, math.inf, tol.atol, tol.atol, tol.rtol, False,
+                         note=f"shape {np.shape(ours)} in minialign, {np.shape(theirs)} in transformers")
+    errors = array_errors(ours, theirs, atol=tol.atol, rtol=tol.rtol, normwise=True)
+    return ParityRow(name, errors.shape, errors.max_abs, errors.max_rel, tol.atol + tol.rtol * errors.scale,
+                     tol.atol, tol.rtol, errors.ok)
 
 
 # -- the report ------------------------------------------------------------------------------

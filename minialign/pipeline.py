@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .align_model import AlignModel
-from .layers import softmax
+from .backends import DEFAULT_BACKEND
+from .backends.reference import softmax
 from .loss import l2_normalize
 from .processing import AlignProcessor
 
@@ -112,7 +113,7 @@ class ZeroShotImageClassificationPipeline:
 
 
 def pipeline(task: str, model: str | os.PathLike | AlignModel | None = None, *,
-             processor: AlignProcessor | None = None, backend: str = "numpy", device: str | None = None,
+             processor: AlignProcessor | None = None, backend: str = DEFAULT_BACKEND, device: str | None = None,
              dtype: str = "float32") -> ZeroShotImageClassificationPipeline:
     """``minialign.pipeline("zero-shot-image-classification", model=...)`` as in transformers.
 

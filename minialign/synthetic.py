@@ -65,6 +65,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .validation import is_int
+
 # ----------------------------------------------------------------------------------------------
 # the world: shapes, colours, classes
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def _paint_background(background: Background, image_size: int, rng: np.random.Ge
 
 
 def _check_image_size(image_size) -> None:
-    if not _is_int(image_size) or image_size < 16:
+    if not is_int(image_size) or image_size < 16:
         raise ValueError(f"image_size must be an int >= 16, found {image_size!r}")
 
 
@@ -617,10 +619,6 @@ class Example:
 _WRONG_CAPTION_TRIES = 50  # random other images tried for a wrong caption before giving up
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_split(split) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, found {split!r}")
@@ -670,7 +668,7 @@ def generate(
     random order, so n = 600 test examples hold 100 of each held-out pair.
     """
     _check_split(split)
-    if not _is_int(n) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n must be an int >= 0, found {n!r}")
     _check_image_size(image_size)
     _check_fraction("two_object_fraction", two_object_fraction)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import layers
+from .backends import get_ops
+from .backends.contract import Ops
 from .config import AlignTextConfig
 from .modeling import PretrainedModel
 
@@ -43,12 +44,12 @@ class AlignTextModel(PretrainedModel):
     # Old transformers versions saved these constant buffers (arange / zeros); nothing to load.
     ignorable_keys = ("embeddings.position_ids", "embeddings.token_type_ids")
 
-    def __init__(self, config: AlignTextConfig, params, *, strict: bool = True, ops=layers):
+    def __init__(self, config: AlignTextConfig, params, *, strict: bool = True, ops: Ops | None = None):
         super().__init__(config, params, strict=strict)
-        # The backend: the functions that do the arithmetic. NumPy's layers by default; the
-        # architecture below is written once, against whatever ops it is given. The weights are
+        # The backend: what does the arithmetic (the fast NumPy one unless told otherwise); the
+        # architecture below is written once, against the ops contract. The weights are
         # converted to the backend's arrays once, here (for NumPy they stay as they are).
-        self.ops = ops
+        self.ops = ops = get_ops() if ops is None else ops
         self.tensors = {name: ops.from_numpy(array) for name, array in self.params.items()}
 
     @classmethod
@@ -87,11 +88,12 @@ class AlignTextModel(PretrainedModel):
         mask, not by the embeddings (as in BERT).
         """
         p, ops, T = self.tensors, self.ops, input_ids.shape[1]
-        x = ops.embedding(input_ids, p["embeddings.word_embeddings.weight"])  # [B, T, H]
-        x = x + ops.embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"])
-        x = x + p["embeddings.position_embeddings.weight"][:T]  # [T, H], broadcast over B
-        return ops.layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"],
-                              self.config.layer_norm_eps)
+        position_ids = ops.from_numpy(np.arange(T))  # [T]: the same positions for every row
+        x = ops.add(ops.embedding(input_ids, p["embeddings.word_embeddings.weight"]),  # [B, T, H]
+                    ops.embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"]))
+        positions = ops.embedding(position_ids, p["embeddings.position_embeddings.weight"])  # [T, H], broadcast over B
+        return ops.add_layer_norm(x, positions, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"],
+                                  self.config.layer_norm_eps)
 
     def self_attention(self, i: int, x: np.ndarray, attention_mask, output_attentions: bool):
         # [B, T, H], [B, T] -> ([B, T, H], [B, heads, T, T] or None)
@@ -110,12 +112,12 @@ class AlignTextModel(PretrainedModel):
         pre = f"encoder.layer.{i}."
         context, probs = self.self_attention(i, x, attention_mask, output_attentions)
         attn = ops.linear(context, p[pre + "attention.output.dense.weight"], p[pre + "attention.output.dense.bias"])
-        a = ops.layer_norm(attn + x, p[pre + "attention.output.LayerNorm.weight"],
-                           p[pre + "attention.output.LayerNorm.bias"], eps)  # [B, T, H]
+        a = ops.add_layer_norm(attn, x, p[pre + "attention.output.LayerNorm.weight"],
+                               p[pre + "attention.output.LayerNorm.bias"], eps)  # LayerNorm(attn + x) [B, T, H]
         h = ops.linear(a, p[pre + "intermediate.dense.weight"], p[pre + "intermediate.dense.bias"],
                        activation=self.config.hidden_act)  # [B, T, I]
         out = ops.linear(h, p[pre + "output.dense.weight"], p[pre + "output.dense.bias"])  # [B, T, H]
-        return ops.layer_norm(out + a, p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps), probs
+        return ops.add_layer_norm(out, a, p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps), probs
 
     def pooler(self, x: np.ndarray) -> np.ndarray:
         # [B, T, H] -> [B, H]

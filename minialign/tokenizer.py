@@ -59,7 +59,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import regex
 
-from .config import read_json_object
+from .jsonfile import read_json_object
+from .validation import is_int
 
 VOCAB_NAME = "vocab.txt"
 CONFIG_NAME = "tokenizer_config.json"
@@ -433,7 +434,7 @@ class BertTokenizer:
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False):
         """Id(s) -> token(s); an id outside the vocab gives None (as in transformers 5)."""
-        if _is_int(ids):
+        if is_int(ids):
             return self.ids_to_tokens.get(int(ids))
         tokens = [self.ids_to_tokens.get(int(i)) for i in _check_ids(ids)]
         if skip_special_tokens:
@@ -594,7 +595,7 @@ class BertTokenizer:
         if not (truncation is None or isinstance(truncation, bool)):
             raise ValueError("BertTokenizer: truncation must be True, False, None, 'longest_first', 'only_first' "
                              f"or 'do_not_truncate', got {truncation!r}")
-        if max_length is not None and (isinstance(max_length, bool) or not _is_int(max_length) or max_length < 1):
+        if max_length is not None and (not is_int(max_length) or max_length < 1):
             raise ValueError(f"BertTokenizer: max_length must be a positive int, got {max_length!r}")
         if truncation is None:  # transformers: max_length alone (no padding) turns truncation on
             truncation = max_length is not None and padding is False
@@ -630,7 +631,7 @@ class BertTokenizer:
         ``clean_up_tokenization_spaces`` (default: the tokenizer's setting, False unless the
         config says otherwise) transformers' cleanup is applied to the whole string as well.
         """
-        tokens = [t for t in self.convert_ids_to_tokens([ids] if _is_int(ids) else ids,
+        tokens = [t for t in self.convert_ids_to_tokens([ids] if is_int(ids) else ids,
                                                         skip_special_tokens=skip_special_tokens)
                   if t is not None]
         parts = []
@@ -669,17 +670,13 @@ def _replace_all(text: str, replacements) -> str:
     return text
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
 def _check_ids(ids) -> list[int]:
     if isinstance(ids, np.ndarray) and ids.ndim != 1:
         raise ValueError(f"expected a 1-D sequence of ids, got an array of shape {ids.shape}; "
                          "use batch_decode for a batch")
     ids = list(ids)
     for i in ids:
-        if not _is_int(i):
+        if not is_int(i):
             raise TypeError(f"token ids must be ints, got {type(i).__name__} ({i!r:.50})"
                             + ("; use batch_decode for a batch" if isinstance(i, (list, tuple, np.ndarray)) else ""))
     return ids

@@ -12,7 +12,9 @@
 ALIGN drops EfficientNet's top 1x1 conv (``hidden_dim``) and classifier: the image embedding is
 the pooled output of the last block (640 channels for align-base).
 
-Inside, activations are channels-last [B, H, W, C]; see ``layers.py`` for why. The public
+Inside, activations are channels-last [B, H, W, C]: a 1x1 convolution is then one matrix product
+over contiguous rows of channels, and a depthwise tap a per-channel vector broadcast over the
+last axis. The public
 interface takes and returns NCHW like transformers.
 """
 
@@ -23,9 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import layers
+from .backends import get_ops
+from .backends.contract import Ops, Padding
+from .backends.reference import fold_batch_norm
 from .config import AlignVisionConfig
 from .modeling import PretrainedModel
+from .training import backward as bw
 
 
 def round_filters(config: AlignVisionConfig, num_channels: int) -> int:
@@ -93,7 +98,7 @@ def block_specs(config: AlignVisionConfig) -> list[BlockSpec]:
     return specs
 
 
-def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> layers.Padding:
+def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> Padding:
     """Padding before a depthwise conv, as transformers applies it.
 
     - stride 1: "same" padding, k // 2 on each side.
@@ -116,10 +121,10 @@ def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> layers.Pad
 
 # The stem pads one zero row at the bottom and one column at the right, then convolves 3x3 with
 # stride 2 and no padding (transformers' ZeroPad2d((0, 1, 0, 1)); see depthwise_padding for TF).
-STEM_PADDING: layers.Padding = (0, 1, 0, 1)
+STEM_PADDING: Padding = (0, 1, 0, 1)
 
 
-def _check_fits(shape: tuple[int, ...], padding: layers.Padding, b: BlockSpec) -> None:
+def _check_fits(shape: tuple[int, ...], padding: Padding, b: BlockSpec) -> None:
     """A clear error instead of an empty feature map when the input image is too small."""
     top, bottom, left, right = padding
     height, width = shape[1] + top + bottom, shape[2] + left + right
@@ -142,6 +147,35 @@ def _bn_names(prefix: str) -> list[str]:
     return [f"{prefix}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
 
 
+# The squeeze-excitation weights of a block, in the argument order of the SE ops.
+SE_WEIGHTS = tuple(f"squeeze_excite.{name}" for name in ("reduce.weight", "reduce.bias", "expand.weight", "expand.bias"))
+
+
+@dataclass
+class StemCaches:
+    """What the stem's training forward keeps for its backward, by layer (see ``stem_train``)."""
+
+    conv: tuple
+    bn: tuple
+    silu: np.ndarray
+
+
+@dataclass
+class BlockCaches:
+    """What one block's training forward keeps for its backward, by layer (see ``block_train``);
+    the expansion's three are None in a block without expansion."""
+
+    expand_conv: tuple | None = None
+    expand_bn: tuple | None = None
+    expand_silu: np.ndarray | None = None
+    depthwise_conv: tuple | None = None
+    depthwise_bn: tuple | None = None
+    depthwise_silu: np.ndarray | None = None
+    squeeze_excite: tuple | None = None
+    project_conv: tuple | None = None
+    project_bn: tuple | None = None
+
+
 class AlignVisionModel(PretrainedModel):
     """EfficientNet encoder + spatial pooling. ``model(pixel_values)`` with NCHW float input."""
 
@@ -150,9 +184,9 @@ class AlignVisionModel(PretrainedModel):
     checkpoint_prefixes = ("vision_model.",)
     align_config_attr = "vision_config"
 
-    def __init__(self, config: AlignVisionConfig, params, *, strict: bool = True, ops=layers):
+    def __init__(self, config: AlignVisionConfig, params, *, strict: bool = True, ops: Ops | None = None):
         super().__init__(config, params, strict=strict)
-        self.ops = ops  # the backend; see AlignTextModel
+        self.ops = ops = get_ops() if ops is None else ops  # the backend; see AlignTextModel
         self.blocks = block_specs(config)
         # The weights the architecture reads, as the backend's arrays, converted once: every
         # convolution with its batchnorm folded in, and the squeeze-excitation weights as they are.
@@ -183,12 +217,13 @@ class AlignVisionModel(PretrainedModel):
     # -- batchnorm folded into the convolutions, once ------------------------------------------
 
     def fold_batch_norms(self) -> dict[str, np.ndarray]:
-        """Every convolution's weight with the batchnorm after it folded in (layers.fold_batch_norm),
+        """Every convolution's weight with the batchnorm after it folded in (``fold_batch_norm``),
         and the bias that the batchnorm leaves: ``{"<conv name>.weight": ..., "<conv name>.bias": ...}``.
 
         Eval-mode batchnorm is a fixed per-channel affine map, so folding it once here takes a
-        pass over the activation out of every convolution. ``self.params`` keeps the checkpoint's
-        weights as they are (for save_pretrained and the parity report).
+        pass over the activation out of every convolution. It is weight preparation, not an op: it
+        runs once, in NumPy, on the checkpoint's arrays, for every backend. ``self.params`` keeps
+        the checkpoint's weights as they are (for save_pretrained and the parity report).
         """
         convs = {"embeddings.convolution": "embeddings.batchnorm"}  # conv name -> its batchnorm's
         for b in self.blocks:
@@ -199,7 +234,7 @@ class AlignVisionModel(PretrainedModel):
             convs[p + "projection.project_conv"] = p + "projection.project_bn"
         folded = {}
         for conv, bn in convs.items():
-            weight, bias = layers.fold_batch_norm(
+            weight, bias = fold_batch_norm(
                 self.params[conv + ".weight"], *(self.params[n] for n in _bn_names(bn)), self.config.batch_norm_eps
             )
             folded[conv + ".weight"], folded[conv + ".bias"] = weight, bias
@@ -236,9 +271,7 @@ class AlignVisionModel(PretrainedModel):
         conv = pre + "depthwise_conv.depthwise_conv"
         h, means = ops.depthwise_conv2d(h, w[conv + ".weight"], b.stride, padding, bias=w[conv + ".bias"],
                                         activation="silu", return_means=True)
-        se = pre + "squeeze_excite."
-        gate = ops.squeeze_excite_gate(means, w[se + "reduce.weight"], w[se + "reduce.bias"],
-                                       w[se + "expand.weight"], w[se + "expand.bias"])
+        gate = ops.squeeze_excite_gate(means, *(w[pre + name] for name in SE_WEIGHTS))
         # Drop-connect (config.drop_connect_rate) is a training-time dropout on the branch before
         # the residual add (per element in transformers, per sample in TensorFlow; see
         # docs/conventions.md); inference never drops anything, so there is nothing to do.
@@ -246,9 +279,84 @@ class AlignVisionModel(PretrainedModel):
         return ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], input_scale=gate,
                                   residual=x if b.residual else None)
 
+    # -- training mode: the same stem and blocks, batchnorm on the batch's statistics ---------------
+    # `minialign train` runs the stem and blocks above with batchnorm in training mode: each batch
+    # is normalised with its own mean and variance, which also move the running statistics, so
+    # the batchnorms cannot be folded into the convolutions. Each step is a forward/backward pair
+    # of training/backward.py on the checkpoint's own weights (self.params, unfolded), and keeps
+    # its cache under the layer's name for the backward, which walks the same steps in reverse.
+
+    def _batch_norm_train(self, name: str, x: np.ndarray, momentum: float, buffers: dict):
+        # [B, H, W, C] -> ([B, H, W, C], cache); buffers[name.running_*] <- the updated statistics
+        p = self.params
+        out, cache, buffers[name + ".running_mean"], buffers[name + ".running_var"] = bw.batch_norm_forward(
+            x, p[name + ".weight"], p[name + ".bias"], p[name + ".running_mean"], p[name + ".running_var"],
+            self.config.batch_norm_eps, momentum=momentum)
+        return out, cache
+
+    def stem_train(self, x: np.ndarray, momentum: float, buffers: dict) -> tuple[np.ndarray, StemCaches]:
+        # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0], as ``stem`` with a training-mode batchnorm
+        h, conv = bw.conv2d_forward(x, self.params["embeddings.convolution.weight"], 2, STEM_PADDING)
+        h, bn = self._batch_norm_train("embeddings.batchnorm", h, momentum, buffers)
+        h, silu = bw.silu_forward(h)
+        return h, StemCaches(conv, bn, silu)
+
+    def stem_train_backward(self, dout: np.ndarray, caches: StemCaches, grads: dict) -> None:
+        # [B, Ho, Wo, C0] -> the stem's weight gradients, into grads
+        dh = bw.silu_backward(dout, caches.silu)
+        dh, grads["embeddings.batchnorm.weight"], grads["embeddings.batchnorm.bias"] = \
+            bw.batch_norm_backward(dh, caches.bn)
+        _, grads["embeddings.convolution.weight"], _ = bw.conv2d_backward(dh, caches.conv)
+
+    def block_train(self, b: BlockSpec, x: np.ndarray, momentum: float, buffers: dict) -> tuple[np.ndarray, BlockCaches]:
+        # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim], as ``block`` with training-mode batchnorms
+        """``block``'s four steps, each conv followed by its own batchnorm and the SE as one layer:
+
+            h = silu(bn(expand_conv(x)))                  (if expanding)
+            h = silu(bn(depthwise_conv(h)))
+            h = squeeze_excite(h)                          = h * sigmoid(W_e silu(W_r mean(h) + b_r) + b_e)
+            out = bn(project_conv(h)) (+ x)
+        """
+        p, pre = self.params, f"encoder.blocks.{b.index}."
+        caches = BlockCaches()
+        h = x
+        if b.expand:
+            h, caches.expand_conv = bw.pointwise_conv_forward(h, p[pre + "expansion.expand_conv.weight"])
+            h, caches.expand_bn = self._batch_norm_train(pre + "expansion.expand_bn", h, momentum, buffers)
+            h, caches.expand_silu = bw.silu_forward(h)
+        h, caches.depthwise_conv = bw.depthwise_conv2d_forward(
+            h, p[pre + "depthwise_conv.depthwise_conv.weight"], b.stride,
+            depthwise_padding(b.kernel_size, b.stride, b.adjust_padding))
+        h, caches.depthwise_bn = self._batch_norm_train(pre + "depthwise_conv.depthwise_norm", h, momentum, buffers)
+        h, caches.depthwise_silu = bw.silu_forward(h)
+        h, caches.squeeze_excite = bw.squeeze_excite_forward(h, *(p[pre + name] for name in SE_WEIGHTS))
+        h, caches.project_conv = bw.pointwise_conv_forward(h, p[pre + "projection.project_conv.weight"])
+        h, caches.project_bn = self._batch_norm_train(pre + "projection.project_bn", h, momentum, buffers)
+        return (h + x if b.residual else h), caches
+
+    def block_train_backward(self, b: BlockSpec, dout: np.ndarray, caches: BlockCaches, grads: dict) -> np.ndarray:
+        # [B, H', W', out_dim] -> [B, H, W, in_dim]; the block's weight gradients into grads
+        """``block_train`` in reverse; the skip connection adds ``dout`` to the input's gradient."""
+        pre = f"encoder.blocks.{b.index}."
+        dh, grads[pre + "projection.project_bn.weight"], grads[pre + "projection.project_bn.bias"] = \
+            bw.batch_norm_backward(dout, caches.project_bn)
+        dh, _, grads[pre + "projection.project_conv.weight"], _ = bw.pointwise_conv_backward(dh, caches.project_conv)
+        dh, *se_grads = bw.squeeze_excite_backward(dh, caches.squeeze_excite)
+        grads.update((pre + name, g) for name, g in zip(SE_WEIGHTS, se_grads))
+        dh = bw.silu_backward(dh, caches.depthwise_silu)
+        dh, grads[pre + "depthwise_conv.depthwise_norm.weight"], grads[pre + "depthwise_conv.depthwise_norm.bias"] = \
+            bw.batch_norm_backward(dh, caches.depthwise_bn)
+        dh, grads[pre + "depthwise_conv.depthwise_conv.weight"], _ = bw.depthwise_conv2d_backward(dh, caches.depthwise_conv)
+        if b.expand:
+            dh = bw.silu_backward(dh, caches.expand_silu)
+            dh, grads[pre + "expansion.expand_bn.weight"], grads[pre + "expansion.expand_bn.bias"] = \
+                bw.batch_norm_backward(dh, caches.expand_bn)
+            dh, _, grads[pre + "expansion.expand_conv.weight"], _ = bw.pointwise_conv_backward(dh, caches.expand_conv)
+        return dh + dout if b.residual else dh
+
     def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
         ops = self.ops
-        x = ops.nchw_to_nhwc(ops.from_numpy(self.check_inputs(pixel_values)))
+        x = ops.nchw_to_nhwc(self.check_inputs(pixel_values))
         x = self.stem(x)
         hidden_states = [ops.nhwc_to_nchw(x)]  # like transformers: the stem output first
         for b in self.blocks:
@@ -262,19 +370,14 @@ class AlignVisionModel(PretrainedModel):
         )
 
     def check_inputs(self, pixel_values):
-        """[B, C, H, W] floating point with C = num_channels; float32 out. Clear errors otherwise.
-
-        A torch tensor (the Triton backend's array, e.g. images already on the GPU) is checked
-        the same way and passed on as it is, so that it is not copied to the host and back.
-        """
-        tensor = type(pixel_values).__module__.startswith("torch")
-        x = pixel_values if tensor else np.asarray(pixel_values)
-        floating = x.is_floating_point() if tensor else np.issubdtype(x.dtype, np.floating)
+        """[B, C, H, W] floating point with C = num_channels, as the backend's array; clear errors
+        otherwise. The backend's own arrays (e.g. images already on the GPU) pass as they are."""
+        x = self.ops.from_numpy(pixel_values)
         if x.ndim != 4:
             raise ValueError(
-                f"pixel_values must have 4 dimensions [batch, channels, height, width], found shape {x.shape}"
+                f"pixel_values must have 4 dimensions [batch, channels, height, width], found shape {tuple(x.shape)}"
             )
-        if not floating:
+        if not self.ops.is_floating_point(x):
             raise ValueError(
                 f"pixel_values must be floating point (the image processor's output), found dtype {x.dtype}"
             )
@@ -282,8 +385,8 @@ class AlignVisionModel(PretrainedModel):
             hint = " (channels-last input? pass [B, C, H, W])" if x.shape[-1] == self.config.num_channels else ""
             raise ValueError(
                 f"pixel_values has {x.shape[1]} channels at axis 1, the model expects "
-                f"num_channels={self.config.num_channels}{hint}; shape {x.shape}"
+                f"num_channels={self.config.num_channels}{hint}; shape {tuple(x.shape)}"
             )
         if 0 in x.shape:
             raise ValueError(f"pixel_values is empty (shape {tuple(x.shape)})")
-        return x if tensor else x.astype(np.float32, copy=False)
+        return x

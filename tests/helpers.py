@@ -1,13 +1,17 @@
 """Comparison helpers shared by every test.
 
-``assert_close`` is the one place where minialign compares numbers with a reference. On failure it
+``assert_close`` is how every test compares numbers with a reference. On failure it
 says how badly and where: max abs and rel error, how many elements are out of tolerance, the first
-offending index with both values, and whether either side has NaN/inf.
+offending index with both values, and whether either side has NaN/inf. The statistics themselves
+are computed by ``minialign.array_errors``, the code behind ``minialign parity`` too, so both
+report the same numbers; only the tolerance differs (elementwise here, normwise there).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from minialign.array_errors import array_errors
 
 # Tolerances per dtype, with the reason. Use these names in tests instead of bare numbers.
 TOLERANCES = {
@@ -32,35 +36,31 @@ def _to_numpy(x) -> np.ndarray:
 
 
 def assert_close(actual, expected, *, atol: float, rtol: float, name: str = "tensor") -> None:
-    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, verbosely."""
-    a = _to_numpy(actual).astype(np.float64)
-    e = _to_numpy(expected).astype(np.float64)
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, verbosely.
+
+    NaN matches NaN and inf matches the same inf; any other NaN/inf is a mismatch. The numbers in
+    the message come from ``minialign.array_errors``, as in the parity report.
+    """
+    a, e = _to_numpy(actual), _to_numpy(expected)
     if a.shape != e.shape:
         raise AssertionError(f"{name}: shape {a.shape} != expected {e.shape}")
-    nan_a, nan_e = np.isnan(a), np.isnan(e)
-    inf_a, inf_e = np.isinf(a), np.isinf(e)
-    with np.errstate(invalid="ignore"):  # inf - inf is NaN; handled as a special value below
-        diff = np.abs(a - e)
-    # NaN matches NaN and inf matches the same inf; anything else non-finite is a mismatch.
-    same_special = (nan_a & nan_e) | (inf_a & inf_e & (np.sign(a) == np.sign(e)))
-    with np.errstate(invalid="ignore"):
-        bad = ~same_special & ~(diff <= atol + rtol * np.abs(e))
-    if not bad.any():
+    errors = array_errors(a, e, atol=atol, rtol=rtol)
+    if errors.ok:
         return
-    finite = ~(nan_a | nan_e | inf_a | inf_e)
-    max_abs = diff[finite].max() if finite.any() else float("nan")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = diff / np.abs(e)
-    max_rel = rel[finite].max() if finite.any() else float("nan")
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    first = errors.first_mismatch
+    a, e = a.astype(np.float64), e.astype(np.float64)
     raise AssertionError(
-        f"{name}: {int(bad.sum())} of {bad.size} elements differ beyond atol={atol}, rtol={rtol}\n"
-        f"  max abs error {max_abs:.3e}, max rel error {max_rel:.3e}\n"
+        f"{name}: {errors.mismatches} of {errors.size} elements differ beyond atol={atol}, rtol={rtol}\n"
+        f"  max abs error {errors.max_abs:.3e}, max rel error {errors.max_rel:.3e}\n"
         f"  first mismatch at index {first}: actual {a[first]!r}, expected {e[first]!r}\n"
-        f"  NaN: actual {int(nan_a.sum())}, expected {int(nan_e.sum())}; "
-        f"inf: actual {int(inf_a.sum())}, expected {int(inf_e.sum())}"
+        f"  NaN: actual {errors.nan_actual}, expected {errors.nan_expected}; "
+        f"inf: actual {errors.inf_actual}, expected {errors.inf_expected}"
     )
 
 
 def max_abs_error(actual, expected) -> float:
-    return float(np.max(np.abs(_to_numpy(actual).astype(np.float64) - _to_numpy(expected).astype(np.float64))))
+    """max |actual - expected| (inf when a NaN/inf is on one side only)."""
+    a, e = _to_numpy(actual), _to_numpy(expected)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {a.shape} != expected {e.shape}")
+    return array_errors(a, e, atol=0.0, rtol=0.0).max_abs

@@ -16,7 +16,7 @@ def float_arrays(draw, shape, scale: float = 3.0, dtype=np.float32):
 
     Hypothesis draws the seed (and so shrinks over it) instead of every element: element-wise
     drawing of thousands of floats is slow and rarely finds more than a seeded draw does.
-    Each array also gets a drawn offset, so layers see non-centred inputs.
+    Each array also gets a drawn offset, so ops see non-centred inputs.
     """
     seed = draw(st.integers(0, 2**32 - 1))
     offset = draw(st.sampled_from([0.0, 1.0, -2.5]))

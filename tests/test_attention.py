@@ -1,4 +1,4 @@
-"""Fused attention kernel (kernels/attention.py) vs the NumPy layer it replaces and torch.
+"""Fused attention kernel (kernels/attention.py) vs the reference op it replaces and torch.
 
 ``torch_attention`` below is the spec in torch; benchmarks/attention.py imports it, so the
 benchmark's baseline and these tests agree on what "correct" is.
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import seeds
 
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import INTERPRETED, KernelInputError
 from minialign.kernels.attention import attention
 
@@ -34,7 +34,7 @@ ATTENTION_TOLERANCES = {
 def torch_attention(q, k, v, key_padding_mask, scale=None):
     # [B, h, T, D], [B, h, T, D], [B, h, T, D], [B, T] -> [B, T, h * D]
     """softmax(scale * q k^T + bias) v with heads merged: the matmuls in the inputs' dtype, the
-    softmax in float32, padded keys (mask == 0) at float32 min like ``layers.attention_bias``."""
+    softmax in float32, padded keys (mask == 0) at float32 min like ``reference.attention_bias``."""
     B, heads, T, D = q.shape
     scale = D ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # [B, h, T, T]
@@ -45,10 +45,10 @@ def torch_attention(q, k, v, key_padding_mask, scale=None):
 
 
 def numpy_attention(q, k, v, key_padding_mask):
-    # the same, through minialign/layers.py (float32 NumPy)
+    # the same, through minialign/backends/reference.py (float32 NumPy)
     B, heads, T, D = q.shape
     f = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
-    out, _ = layers.attention(f(q), f(k), f(v), layers.attention_bias(key_padding_mask.cpu().numpy()))
+    out, _ = reference.attention(f(q), f(k), f(v), reference.attention_bias(key_padding_mask.cpu().numpy()))
     return torch.from_numpy(out).transpose(1, 2).reshape(B, T, heads * D)
 
 
@@ -69,7 +69,7 @@ def test_hand_computed(kernel_dtype, kernel_device):
     # k = 0 makes every score 0: the softmax is uniform over the real keys, so the output is the
     # mean of their values. v[t] = t (in every column); the padded key's value is huge, so any
     # weight on it would show. Row 0: keys 0, 1, 2 real -> (0 + 1 + 2) / 3 = 1. Row 1: all keys
-    # padded -> uniform over all four keys (layers.attention's behaviour) -> (0+1+2+3) / 4 = 1.5.
+    # padded -> uniform over all four keys (reference.attention's behaviour) -> (0+1+2+3) / 4 = 1.5.
     B, heads, T, D = 2, 1, 4, 16
     q = torch.randn(B, heads, T, D).to(kernel_dtype).to(kernel_device)
     k = torch.zeros(B, heads, T, D, dtype=kernel_dtype, device=kernel_device)
@@ -104,7 +104,7 @@ def test_matches_references(B, heads, T, D, layout, left, seed, data, kernel_dty
     tol = ATTENTION_TOLERANCES[kernel_dtype]
     qf, kf, vf = q.float(), k.float(), v.float()
     assert_close(out, torch_attention(qf, kf, vf, mask), **tol, name="vs torch masked softmax")
-    assert_close(out, numpy_attention(qf, kf, vf, mask), **tol, name="vs layers.attention")
+    assert_close(out, numpy_attention(qf, kf, vf, mask), **tol, name="vs reference.attention")
     # torch's SDPA with a boolean mask; its rows without any key are not comparable (NaN or 0).
     has_keys = torch.tensor(lengths, device=kernel_device) > 0
     if has_keys.any():

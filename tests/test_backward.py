@@ -18,8 +18,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import seeds, small_sizes, tiny_sizes
 
-from minialign import backward as bw
-from minialign import layers, loss
+from minialign import loss
+from minialign.backends import numpy as fast
+from minialign.backends.reference import attention_bias, squeeze_excite
+from minialign.training import backward as bw
 
 F32 = TOLERANCES["float32"]
 # A float32 backward vs float64 autograd: the float32 row of TOLERANCES holds for every layer
@@ -93,7 +95,7 @@ def test_linear_backward_matches_torch(b, t, n_in, n_out, has_bias, seed):
     x, w, bias = randn(rng, b, t, n_in), randn(rng, n_out, n_in), randn(rng, n_out)
     dout = randn(rng, b, t, n_out)
     out, cache = bw.linear_forward(x, w, bias if has_bias else None)
-    np.testing.assert_array_equal(out, layers.linear(x, w, bias if has_bias else None))
+    np.testing.assert_array_equal(out, fast.linear(x, w, bias if has_bias else None))
     ref, grads = autograd(lambda x, w, bias: F.linear(x, w, bias if has_bias else None), x, w, bias, dout=dout)
     dx, dw, db = bw.linear_backward(dout, cache)
     assert_close(out, ref, **F32, name="out")
@@ -191,7 +193,7 @@ def test_activation_backward_matches_torch(name, shape, scale, seed):
 
 
 def torch_attention(q, k, v, mask):
-    """Eager attention with transformers' additive mask, as in test_layers."""
+    """Eager attention with transformers' additive mask, as in test_ops."""
     bias = torch.where(torch.from_numpy(mask)[:, None, None, :] != 0, 0.0, torch.finfo(torch.float32).min)
     probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias.double(), -1)
     return probs @ v
@@ -204,7 +206,7 @@ def test_attention_backward_hand_case():
     q = np.zeros((1, 1, 1, 2), np.float32)
     k = np.array([[[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]]], np.float32)
     v = np.array([[[[2.0, 0.0], [0.0, 4.0], [100.0, 100.0]]]], np.float32)
-    _, cache = bw.attention_forward(q, k, v, layers.attention_bias(np.array([[1, 1, 0]])))
+    _, cache = bw.attention_forward(q, k, v, attention_bias(np.array([[1, 1, 0]])))
     dq, dk, dv = bw.attention_backward(np.array([[[[1.0, 2.0]]]], np.float32), cache)
     assert_close(dv, [[[[0.5, 1.0], [0.5, 1.0], [0.0, 0.0]]]], atol=0, rtol=0)
     assert (dk == 0).all()
@@ -222,7 +224,7 @@ def test_attention_backward_matches_torch(b, h, t, d, seed):
     if b > 1:
         lengths[-1] = 0  # a fully padded sequence
     mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.int64)
-    out, cache = bw.attention_forward(q, k, v, layers.attention_bias(mask))
+    out, cache = bw.attention_forward(q, k, v, attention_bias(mask))
     ref, (dq_ref, dk_ref, dv_ref) = autograd(lambda q, k, v: torch_attention(q, k, v, mask), q, k, v, dout=dout)
     dq, dk, dv = bw.attention_backward(dout, cache)
     assert_close(out, ref, **F32, name="out")
@@ -313,7 +315,7 @@ def test_depthwise_conv_backward_hand_case():
     # pixel is in as many windows as it has neighbours (itself included), the centre in all 9, a
     # corner in 4; dw[i, j] = sum of the input pixels tap (i, j) reads = 45 at the centre tap.
     x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
-    _, cache = bw.depthwise_conv2d_forward(x, np.ones((1, 1, 3, 3), np.float32), 1, layers.same_padding(3))
+    _, cache = bw.depthwise_conv2d_forward(x, np.ones((1, 1, 3, 3), np.float32), 1, (1, 1, 1, 1))
     dx, dw, db = bw.depthwise_conv2d_backward(np.ones((1, 3, 3, 1), np.float32), cache)
     assert_close(dx[0, :, :, 0], [[4, 6, 4], [6, 9, 6], [4, 6, 4]], atol=0, rtol=0)
     assert dw[0, 0, 1, 1] == 45.0 and dw[0, 0, 0, 0] == 1 + 2 + 4 + 5
@@ -423,7 +425,8 @@ def test_squeeze_excite_backward_matches_torch(b, h, w, c, s, seed):
     w_expand, b_expand = randn(rng, c, s, 1, 1), randn(rng, c)
     dout = randn(rng, b, h, w, c)
     out, cache = bw.squeeze_excite_forward(x, w_reduce, b_reduce, w_expand, b_expand)
-    np.testing.assert_array_equal(out, layers.squeeze_excite(x, w_reduce, b_reduce, w_expand, b_expand))
+    assert_close(out, squeeze_excite(x, w_reduce, b_reduce, w_expand, b_expand), **TOLERANCES["float32"],
+                 name="squeeze_excite forward")
 
     def reference(x, w_reduce, b_reduce, w_expand, b_expand):  # transformers' AlignVisionSqueezeExciteLayer
         x = nchw(x)
@@ -548,3 +551,24 @@ def test_batch_norm_backward_matches_finite_differences():
             minus = [p - h * direction if i == index else p for i, p in enumerate(params)]
             numeric = (objective(*plus) - objective(*minus)) / (2 * h)
             assert_close(np.sum(grad * direction), numeric, atol=1e-7, rtol=1e-7, name=f"grad {index}")
+
+
+def test_every_activation_of_the_contract_has_a_backward_pair():
+    from minialign.backends.contract import ACTIVATION_NAMES
+
+    assert sorted(bw.ACTIVATION_PAIRS) == sorted(ACTIVATION_NAMES)
+
+
+@pytest.mark.parametrize("name, torch_fn", [("gelu", F.gelu), ("gelu_new", lambda t: F.gelu(t, approximate="tanh")),
+                                            ("relu", F.relu), ("silu", F.silu), ("swish", F.silu)])
+def test_activation_backward_matches_torch(name, torch_fn):
+    rng = np.random.default_rng(3)
+    x = randn(rng, 5, 7, scale=3.0)
+    x[0, :3] = (0.5, -0.5, 1e-3)  # the erf series' edge and a small value
+    dout = randn(rng, 5, 7)
+    forward, backward = bw.ACTIVATION_PAIRS[name]
+    y, cache = forward(x)
+    t = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    torch_fn(t).backward(torch.from_numpy(dout.astype(np.float64)))
+    assert_close(y, torch_fn(torch.from_numpy(x)), **TOLERANCES["float32"], name=f"{name} forward")
+    assert_close(backward(dout, cache), t.grad, **TOLERANCES["float32"], name=f"{name} backward")

@@ -1,4 +1,4 @@
-"""kernels/batchnorm_silu.py against a hand case, torch's batchnorm + SiLU and the NumPy layers.
+"""kernels/batchnorm_silu.py against a hand case, torch's batchnorm + SiLU and the reference ops.
 
 The kernel runs on the GPU in float32 and bfloat16 when there is one, else on the CPU under
 Triton's interpreter in float32 (see conftest.py). ``torch_bn_act`` is the torch reference the
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import KernelInputError
 from minialign.kernels.batchnorm_silu import batchnorm_act, bn_scale_shift
 
@@ -80,7 +80,7 @@ def test_hand_case(kernel_device):
     with_residual=st.booleans(),
     seed=st.integers(0, 2**31),
 )
-def test_matches_torch_and_numpy(kernel_dtype, kernel_device, b, h, w, c, activation, with_residual, seed):
+def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, b, h, w, c, activation, with_residual, seed):
     g = torch.Generator().manual_seed(seed)
     eps = 1e-3
     weight, bias, mean, var = random_bn(c, seed)
@@ -97,12 +97,12 @@ def test_matches_torch_and_numpy(kernel_dtype, kernel_device, b, h, w, c, activa
     expected = torch_bn_act(xf.permute(0, 3, 1, 2), weight, bias, mean, var, eps, activation,
                             None if rf is None else rf.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     assert_close(y, expected, **TOL[kernel_dtype], name="vs torch")
-    ref = layers.batch_norm(xf.numpy(), weight.numpy(), bias.numpy(), mean.numpy(), var.numpy(), eps)
+    ref = reference.batch_norm(xf.numpy(), weight.numpy(), bias.numpy(), mean.numpy(), var.numpy(), eps)
     if activation == "silu":
-        ref = layers.silu(ref)
+        ref = reference.silu(ref)
     if rf is not None:
         ref = ref + rf.numpy()
-    assert_close(y, ref, **TOL[kernel_dtype], name="vs numpy layers")
+    assert_close(y, ref, **TOL[kernel_dtype], name="vs the reference ops")
 
 
 # The interpreter computes exp with NumPy, which warns when exp(1000) overflows to inf; the GPU does not.

@@ -10,10 +10,11 @@ import os
 
 import numpy as np
 
-from minialign import AlignModel, pipeline, synthetic, train
+from minialign import AlignModel, pipeline, synthetic
 from minialign.cli import main
 from minialign.pipeline import DEFAULT_MODEL_DIR, default_model_dir
 from minialign.tokenizer import BertTokenizer
+from minialign.training import recipe
 
 FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "preprocessor_config.json",
          "labels.json", "train_log.jsonl", "run_args.json")
@@ -41,7 +42,7 @@ def test_classify_with_no_arguments_runs_the_default_model_on_its_examples(capsy
 
 def test_pipeline_with_model_none_uses_the_default_model():
     classifier = pipeline("zero-shot-image-classification")
-    image = synthetic.generate(1, split="test", seed=7, image_size=train.IMAGE_SIZE)[0].image
+    image = synthetic.generate(1, split="test", seed=7, image_size=recipe.IMAGE_SIZE)[0].image
     scores = classifier(image, candidate_labels=["red circle", "blue star"])
     assert {s["label"] for s in scores} == {"red circle", "blue star"}
     assert abs(sum(s["score"] for s in scores) - 1) < 1e-5
@@ -49,9 +50,9 @@ def test_pipeline_with_model_none_uses_the_default_model():
 
 def _held_out_top1(n: int, seed: int) -> float:
     """The shipped model's zero-shot top-1 on n held-out test images of ``seed``, as training scores it."""
-    test = synthetic.generate(n, split="test", seed=seed, image_size=train.IMAGE_SIZE)
+    test = synthetic.generate(n, split="test", seed=seed, image_size=recipe.IMAGE_SIZE)
     class_names = [synthetic.class_name(s, c) for s, c in synthetic.all_classes()]
-    return train.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR), BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
+    return recipe.zero_shot_top1(AlignModel.from_pretrained(DEFAULT_MODEL_DIR), BertTokenizer.from_pretrained(DEFAULT_MODEL_DIR),
                                 np.stack([e.image for e in test]), np.array([e.label for e in test]), class_names)
 
 
@@ -63,7 +64,7 @@ def test_the_logged_zero_shot_accuracy_is_what_the_model_scores():
     with open(os.path.join(DEFAULT_MODEL_DIR, "train_log.jsonl")) as fh:
         logged = [json.loads(line) for line in fh if line.strip()]
     last_eval = [r["eval"] for r in logged if "eval" in r][-1]
-    accuracy = _held_out_top1(train.TEST_EXAMPLES, seed=run_args["seed"])
+    accuracy = _held_out_top1(recipe.TEST_EXAMPLES, seed=run_args["seed"])
     assert abs(accuracy - last_eval["zero_shot_top1"]) < 1e-9
     assert accuracy > 3 * last_eval["chance"]  # far above chance (1/36)
 

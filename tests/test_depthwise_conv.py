@@ -1,4 +1,4 @@
-"""The fused depthwise conv + batchnorm + SiLU kernel against torch and against the NumPy layers.
+"""The fused depthwise conv + batchnorm + SiLU kernel against torch and against the reference ops.
 
 The torch reference (``torch_depthwise_bn_silu``) is the eager channels_last graph the vision
 tower runs in transformers: ZeroPad2d for the asymmetric stride-2 padding, a grouped conv2d, an
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import seeds, small_sizes
 
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import KernelInputError
 from minialign.kernels.depthwise_conv import depthwise_conv_bn_silu
 from minialign.vision_model import depthwise_padding
@@ -92,7 +92,7 @@ def random_case(seed, B, H, W, C, k, *, dtype=torch.float32, device="cpu", offse
 
 
 def check_against_references(x, weight, bn, *, stride, padding, activation=True):
-    """Run the kernel and compare y and sums with torch (float64, CPU) and with the NumPy layers."""
+    """Run the kernel and compare y and sums with torch (float64, CPU) and with the reference ops."""
     scale, shift = fold_batch_norm(bn)
     y, sums = depthwise_conv_bn_silu(x, weight, scale, shift, stride=stride, padding=padding, activation=activation)
     Ho, Wo = y.shape[1:3]
@@ -104,14 +104,14 @@ def check_against_references(x, weight, bn, *, stride, padding, activation=True)
     assert_close(y, y_ref, **tol, name="y vs torch")
     assert_close(sums / (Ho * Wo), mean_ref, **MEAN_TOLERANCE, name="sums / (Ho*Wo) vs torch mean")
 
-    # The NumPy path this kernel replaces, in float32 on the same (rounded) inputs.
+    # The reference ops this kernel replaces, in float32 on the same (rounded) inputs.
     npf = {n: (v.cpu().float().numpy() if torch.is_tensor(v) else v) for n, v in bn.items()}
-    h = layers.depthwise_conv2d(x.cpu().float().numpy(), weight.cpu().float().numpy(), stride, padding)
-    h = layers.batch_norm(h, npf["weight"], npf["bias"], npf["running_mean"], npf["running_var"], npf["eps"])
+    h = reference.depthwise_conv2d(x.cpu().float().numpy(), weight.cpu().float().numpy(), stride, padding)
+    h = reference.batch_norm(h, npf["weight"], npf["bias"], npf["running_mean"], npf["running_var"], npf["eps"])
     if activation:
-        h = layers.silu(h)
-    assert_close(y, h, **tol, name="y vs NumPy layers")
-    assert_close(sums / (Ho * Wo), h.mean(axis=(1, 2)), **MEAN_TOLERANCE, name="sums / (Ho*Wo) vs NumPy mean")
+        h = reference.silu(h)
+    assert_close(y, h, **tol, name="y vs the reference ops")
+    assert_close(sums / (Ho * Wo), h.mean(axis=(1, 2)), **MEAN_TOLERANCE, name="sums / (Ho*Wo) vs the reference mean")
     return y, sums
 
 
@@ -167,7 +167,7 @@ def conv_cases(draw):
 
 @settings(suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(case=conv_cases())
-def test_matches_torch_and_numpy(case, kernel_dtype, kernel_device):
+def test_matches_torch_and_the_reference(case, kernel_dtype, kernel_device):
     x, w, bn = random_case(case["seed"], case["B"], case["H"], case["W"], case["C"], case["k"],
                            dtype=kernel_dtype, device=kernel_device, offset=case["offset"])
     check_against_references(x, w, bn, stride=case["stride"], padding=case["padding"], activation=case["activation"])

@@ -1,8 +1,8 @@
-"""The fused-epilogue GEMM kernel against torch and against the NumPy layers it replaces.
+"""The fused-epilogue GEMM kernel against torch and against the reference ops it replaces.
 
 One hand-computed case first; then hypothesis shapes (M, N, K of 1, odd, prime, and beyond one
 tile, so tails, wrapping and grouped ordering all run) for every epilogue option alone and all
-together; the squeeze-excitation A-scale over 1-3 images; strided views; the NumPy model pieces
+together; the squeeze-excitation A-scale over 1-3 images; strided views; the reference model pieces
 (BERT's FFN, an MBConv block's expansion and projection); extreme values; bad inputs.
 
 Tolerances: the kernel is compared with ``gemm_reference`` (float32 math from the same inputs,
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import INTERPRETED, KernelInputError
 from minialign.kernels.gemm import gemm, gemm_reference
 from strategies import seeds
@@ -160,7 +160,7 @@ def test_a_scale_rows_read_their_own_image(kernel_dtype, kernel_device, K, N, ro
         assert_close(c[block], F.linear(x, p["w"].float()), **tol(kernel_dtype), name=f"image {b}")
 
 
-# -- against the NumPy layers the kernel replaces (float32) --------------------------------------
+# -- against the reference ops the kernel replaces (float32) --------------------------------------
 
 F32 = TOLERANCES["float32"]
 
@@ -168,7 +168,7 @@ F32 = TOLERANCES["float32"]
 @examples(8)
 @given(B=st.sampled_from([1, 2]), T=st.sampled_from([1, 7]), H=st.sampled_from([8, 33]),
        I=st.sampled_from([5, 40]), seed=seeds)
-def test_bert_ffn_matches_numpy_layers(kernel_device, B, T, H, I, seed):
+def test_bert_ffn_matches_the_reference_ops(kernel_device, B, T, H, I, seed):
     # BERT layer's FFN: up = gelu(x W1^T + b1); down = up W2^T + b2 + x (the residual before LayerNorm).
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, T, H)).astype(np.float32)
@@ -176,8 +176,8 @@ def test_bert_ffn_matches_numpy_layers(kernel_device, B, T, H, I, seed):
     b1 = (0.1 * rng.standard_normal(I)).astype(np.float32)
     w2 = (rng.standard_normal((H, I)) / np.sqrt(I)).astype(np.float32)
     b2 = (0.1 * rng.standard_normal(H)).astype(np.float32)
-    up_np = layers.gelu(layers.linear(x, w1, b1))
-    down_np = layers.linear(up_np, w2, b2) + x
+    up_np = reference.gelu(reference.linear(x, w1, b1))
+    down_np = reference.linear(up_np, w2, b2) + x
 
     dev = lambda arr: torch.from_numpy(arr).to(kernel_device)  # noqa: E731
     x2 = dev(x).reshape(B * T, H)
@@ -196,7 +196,7 @@ def _bn(rng, C):
 @examples(8)
 @given(B=st.sampled_from([1, 2, 3]), H=st.sampled_from([1, 3]), W=st.sampled_from([2, 5]),
        C=st.sampled_from([3, 16]), expand=st.sampled_from([2, 6]), seed=seeds)
-def test_mbconv_expansion_and_projection_match_numpy_layers(kernel_device, B, H, W, C, expand, seed):
+def test_mbconv_expansion_and_projection_match_the_reference_ops(kernel_device, B, H, W, C, expand, seed):
     # An MBConv block's two 1x1 convs, fused:
     #   expansion:  silu(bn(pointwise_conv(x)))                       -> gemm(scale, shift, silu)
     #   projection: bn(pointwise_conv(squeeze_excite(h))) + x         -> gemm(a_scale=gate, ...)
@@ -213,12 +213,13 @@ def test_mbconv_expansion_and_projection_match_numpy_layers(kernel_device, B, H,
     b_e = (0.1 * rng.standard_normal(E)).astype(np.float32)
     bn_exp, bn_proj = _bn(rng, E), _bn(rng, C)
 
-    expanded_np = layers.silu(layers.batch_norm(layers.pointwise_conv(x, w_exp), *bn_exp))
-    projected_np = layers.batch_norm(layers.pointwise_conv(layers.squeeze_excite(h, w_r, b_r, w_e, b_e), w_proj),
-                                     *bn_proj) + x
-    # The SE gate itself, from the same NumPy pieces squeeze_excite uses.
+    expanded_np = reference.silu(reference.batch_norm(reference.pointwise_conv(x, w_exp), *bn_exp))
+    projected_np = reference.batch_norm(
+        reference.pointwise_conv(reference.squeeze_excite(h, w_r, b_r, w_e, b_e), w_proj), *bn_proj) + x
+    # The SE gate itself, from the same reference pieces squeeze_excite uses.
     pooled = h.mean(axis=(1, 2))
-    gate = layers.sigmoid(layers.linear(layers.silu(layers.linear(pooled, w_r[:, :, 0, 0], b_r)), w_e[:, :, 0, 0], b_e))
+    gate = reference.sigmoid(reference.linear(reference.silu(reference.linear(pooled, w_r[:, :, 0, 0], b_r)),
+                                               w_e[:, :, 0, 0], b_e))
 
     def folded(weight, bias, mean, var, eps):  # batchnorm as one multiply-add
         scale = weight / np.sqrt(var + np.float32(eps))

@@ -1,4 +1,4 @@
-"""kernels/layer_norm.py against a hand case, torch's F.layer_norm and minialign's NumPy layer.
+"""kernels/layer_norm.py against a hand case, torch's F.layer_norm and minialign's reference op.
 
 ``torch_add_layer_norm`` is the torch reference the benchmark times too.
 """
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import KernelInputError
 from minialign.kernels.layer_norm import layer_norm
 
@@ -58,7 +58,7 @@ def test_hand_case(kernel_device):
     with_residual=st.booleans(),
     seed=st.integers(0, 2**31),
 )
-def test_matches_torch_and_numpy(kernel_dtype, kernel_device, rows, h, eps, with_residual, seed):
+def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, rows, h, eps, with_residual, seed):
     g = torch.Generator().manual_seed(seed)
     x = (3 * torch.randn(*rows, h, generator=g) + 1.5).to(kernel_dtype)  # not centred
     res = torch.randn(*rows, h, generator=g).to(kernel_dtype) if with_residual else None
@@ -70,8 +70,8 @@ def test_matches_torch_and_numpy(kernel_dtype, kernel_device, rows, h, eps, with
 
     v = x.float() if res is None else x.float() + res.float()  # the kernel adds in float32
     assert_close(y, torch_add_layer_norm(v, w, b, eps), **TOL[kernel_dtype], name="vs torch")
-    ref = layers.layer_norm(v.numpy(), w.numpy(), b.numpy(), eps)
-    assert_close(y, ref, **TOL[kernel_dtype], name="vs numpy layer")
+    ref = reference.layer_norm(v.numpy(), w.numpy(), b.numpy(), eps)
+    assert_close(y, ref, **TOL[kernel_dtype], name="vs reference op")
 
 
 def test_weights_in_the_input_dtype(kernel_dtype, kernel_device):

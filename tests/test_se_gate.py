@@ -1,4 +1,4 @@
-"""kernels/se_gate.py against a hand case, the gate formula in torch, minialign's NumPy
+"""kernels/se_gate.py against a hand case, the gate formula in torch, minialign's reference
 ``squeeze_excite`` and transformers' ``AlignVisionSqueezeExciteLayer``.
 
 ``kernel_dtype`` is the dtype of the four weights (the model's dtype); the pixel sums and the
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
-from minialign import layers
+from minialign.backends import reference
 from minialign.kernels._checks import KernelInputError
 from minialign.kernels.se_gate import se_gate
 
@@ -66,7 +66,7 @@ def test_hand_case(kernel_device):
     hw=st.sampled_from([1, 9, 49]),
     seed=st.integers(0, 2**31),
 )
-def test_matches_torch_and_numpy(kernel_dtype, kernel_device, b, c, s, hw, seed):
+def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, b, c, s, hw, seed):
     g = torch.Generator().manual_seed(seed)
     weights = random_se(c, s, seed, kernel_dtype)
     sums = hw * torch.randn(b, c, generator=g)
@@ -76,12 +76,12 @@ def test_matches_torch_and_numpy(kernel_dtype, kernel_device, b, c, s, hw, seed)
     w32 = [t.float() for t in weights]
     assert_close(gate, torch_se_gate(sums, hw, *w32), **TOL, name="vs torch")
     w_r, b_r, w_e, b_e = (t.numpy() for t in w32)
-    ref = layers.sigmoid(layers.linear(layers.silu(layers.linear(sums.numpy() / hw, w_r[:, :, 0, 0], b_r)),
-                                       w_e[:, :, 0, 0], b_e))
-    assert_close(gate, ref, **TOL, name="vs numpy formula")
+    ref = reference.sigmoid(reference.linear(reference.silu(reference.linear(sums.numpy() / hw, w_r[:, :, 0, 0], b_r)),
+                                             w_e[:, :, 0, 0], b_e))
+    assert_close(gate, ref, **TOL, name="vs the reference formula")
 
 
-def test_gate_times_x_is_numpy_squeeze_excite(kernel_device):
+def test_gate_times_x_is_the_reference_squeeze_excite(kernel_device):
     # The block's output x * gate, from the pixel sums of x, equals minialign's squeeze_excite(x).
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, 7, 24)).astype(np.float32)  # [B, H, W, C]
@@ -89,7 +89,7 @@ def test_gate_times_x_is_numpy_squeeze_excite(kernel_device):
     sums = torch.from_numpy(x.sum(axis=(1, 2))).to(kernel_device)
     gate = se_gate(sums, 5 * 7, *(torch.from_numpy(t).to(kernel_device) for t in (w_r, b_r, w_e, b_e)))
     out = x * gate.cpu().numpy()[:, None, None, :]
-    assert_close(out, layers.squeeze_excite(x, w_r, b_r, w_e, b_e), **TOL)
+    assert_close(out, reference.squeeze_excite(x, w_r, b_r, w_e, b_e), **TOL)
 
 
 def test_matches_transformers_layer(kernel_device):

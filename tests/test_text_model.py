@@ -1,4 +1,8 @@
-"""The BERT text tower against transformers' AlignTextModel with the same (random, non-trivial) weights."""
+"""The BERT text tower against transformers' AlignTextModel with the same (random, non-trivial) weights.
+
+The model comparisons run on both NumPy backends: "numpy" (the default, fast) and "reference"
+(the plain math), at the same tolerance; the Triton backend is checked in test_triton_backend.py.
+"""
 
 import numpy as np
 import pytest
@@ -8,9 +12,11 @@ from hypothesis import strategies as st
 
 import reference
 from helpers import TOLERANCES, assert_close, max_abs_error
-from minialign import AlignTextConfig, AlignTextModel, CheckpointError, layers
+from minialign import AlignTextConfig, AlignTextModel, CheckpointError
+from minialign.backends import reference as reference_ops
 
 F32 = TOLERANCES["float32"]
+CPU_BACKENDS = ("numpy", "reference")  # both must match transformers to the same tolerance
 
 
 def _padded_batch(rng, batch, seq_len, vocab):
@@ -57,19 +63,22 @@ def test_matches_transformers_on_small_configs(tmp_path_factory, layers, heads, 
                   intermediate_size=intermediate, hidden_act=act, layer_norm_eps=eps, max_position_embeddings=16,
                   type_vocab_size=3)
     hf = reference.text_model(seed=seed % 1000, **config)
-    ours = _from_reference(hf, tmp_path_factory.mktemp("text"))
+    directory = tmp_path_factory.mktemp("text")
+    hf.save_pretrained(directory)
     rng = np.random.default_rng(seed)
     ids, mask = _padded_batch(rng, batch, seq_len, 97)
     token_types = rng.integers(0, 3, ids.shape)
-    out = ours(ids, mask, token_types, output_hidden_states=True, output_attentions=True)
     ref = _run_reference(hf, ids, mask, token_types)
-    assert len(out.hidden_states) == len(ref.hidden_states) == layers + 1
-    for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
-        assert_close(a, b, **F32, name=f"hidden_states[{i}]")
-    for i, (a, b) in enumerate(zip(out.attentions, ref.attentions)):
-        assert_close(a, b, **F32, name=f"attentions[{i}]")
-    assert_close(out.last_hidden_state, ref.last_hidden_state, **F32, name="last_hidden_state")
-    assert_close(out.pooler_output, ref.pooler_output, **F32, name="pooler_output")
+    for backend in CPU_BACKENDS:
+        ours = AlignTextModel.from_pretrained(directory, backend=backend)
+        out = ours(ids, mask, token_types, output_hidden_states=True, output_attentions=True)
+        assert len(out.hidden_states) == len(ref.hidden_states) == layers + 1
+        for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
+            assert_close(a, b, **F32, name=f"{backend}: hidden_states[{i}]")
+        for i, (a, b) in enumerate(zip(out.attentions, ref.attentions)):
+            assert_close(a, b, **F32, name=f"{backend}: attentions[{i}]")
+        assert_close(out.last_hidden_state, ref.last_hidden_state, **F32, name=f"{backend}: last_hidden_state")
+        assert_close(out.pooler_output, ref.pooler_output, **F32, name=f"{backend}: pooler_output")
 
 
 def test_encoder_layer_and_embeddings_one_by_one(tmp_path):
@@ -85,7 +94,7 @@ def test_encoder_layer_and_embeddings_one_by_one(tmp_path):
     assert_close(ours.embeddings(ids, types), ref_emb, **F32, name="embeddings")
 
     x = rng.standard_normal((3, 9, 24)).astype(np.float32)
-    bias = layers.attention_bias(np.asarray(mask))  # transformers' layer takes the additive bias
+    bias = reference_ops.attention_bias(np.asarray(mask))  # transformers' layer takes the additive bias
     with torch.no_grad():
         ref_layer = hf.encoder.layer[1](torch.from_numpy(x), attention_mask=torch.from_numpy(bias))
     ref_layer = ref_layer[0] if isinstance(ref_layer, tuple) else ref_layer
@@ -96,18 +105,23 @@ def test_encoder_layer_and_embeddings_one_by_one(tmp_path):
 
 
 def test_full_align_base_text_tower(tmp_path):
-    """align-base's text config (12 layers, hidden 768, vocab 30522), padded batch of different lengths."""
+    """align-base's text config (12 layers, hidden 768, vocab 30522), padded batch of different
+    lengths, on both NumPy backends."""
     hf = reference.text_model(seed=7)  # all defaults = align-base
-    ours = _from_reference(hf, tmp_path)
-    assert ours.config == AlignTextConfig()  # the defaults are align-base's
     rng = np.random.default_rng(1)
     ids, mask = _padded_batch(rng, 4, 40, 30522)
-    out = ours(ids, mask)
     ref = _run_reference(hf, ids, mask)
-    err = max_abs_error(out.last_hidden_state, ref.last_hidden_state)
-    assert err <= 1e-4, f"last_hidden_state max abs error {err:.2e} > 1e-4"
-    assert_close(out.last_hidden_state, ref.last_hidden_state, **TOLERANCES["float32_model"], name="last_hidden_state")
-    assert_close(out.pooler_output, ref.pooler_output, **TOLERANCES["float32_model"], name="pooler_output")
+    hf.save_pretrained(tmp_path)
+    for backend in CPU_BACKENDS:
+        ours = AlignTextModel.from_pretrained(tmp_path, backend=backend)
+        assert ours.config == AlignTextConfig()  # the defaults are align-base's
+        out = ours(ids, mask)
+        err = max_abs_error(out.last_hidden_state, ref.last_hidden_state)
+        assert err <= 1e-4, f"{backend}: last_hidden_state max abs error {err:.2e} > 1e-4"
+        assert_close(out.last_hidden_state, ref.last_hidden_state, **TOLERANCES["float32_model"],
+                     name=f"{backend}: last_hidden_state")
+        assert_close(out.pooler_output, ref.pooler_output, **TOLERANCES["float32_model"],
+                     name=f"{backend}: pooler_output")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

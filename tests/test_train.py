@@ -1,4 +1,4 @@
-"""The optimisation and training loop (minialign.train) on a toy problem whose gradient is known.
+"""The optimiser and the training loop (minialign.training.optim, .loop) on a toy problem whose gradient is known.
 
 The toy: a softmax classifier with a learnable temperature and a batchnorm-like running mean,
 
@@ -17,21 +17,18 @@ import pytest
 import torch
 from helpers import TOLERANCES, assert_close
 
-from minialign import train
 from minialign.checkpoint import CheckpointError, read_safetensors, write_safetensors
 from minialign.cli import main
-from minialign.train import (
+from minialign.training import recipe
+from minialign.training.loop import (
     LOG_KEYS,
     TEMPERATURE_RANGE,
-    AdamW,
     ShuffledBatches,
     clamp_temperature,
-    clip_grad_norm,
     load_checkpoint,
-    lr_at,
-    no_decay,
     train_loop,
 )
+from minialign.training.optim import AdamW, clip_grad_norm, lr_at, no_decay
 
 N, D, C = 64, 5, 3  # examples, features, classes
 BATCH = 16  # 4 batches per epoch: 10 steps cross two epoch boundaries
@@ -284,10 +281,10 @@ def test_shuffled_batches_visit_every_example_once_per_epoch():
 
 def test_pixel_values_match_the_saved_image_processor(rng):
     # Images at the model's size: the processor's resize is then the identity.
-    images = rng.integers(0, 256, (2, train.IMAGE_SIZE, train.IMAGE_SIZE, 3), dtype=np.uint8)
-    expected = train.image_processor()(list(images))["pixel_values"]
-    assert np.array_equal(train.pixel_values(images), expected)
-    assert train.pixel_values(images).min() >= -1 and train.pixel_values(images).max() <= 1
+    images = rng.integers(0, 256, (2, recipe.IMAGE_SIZE, recipe.IMAGE_SIZE, 3), dtype=np.uint8)
+    expected = recipe.image_processor()(list(images))["pixel_values"]
+    assert np.array_equal(recipe.pixel_values(images), expected)
+    assert recipe.pixel_values(images).min() >= -1 and recipe.pixel_values(images).max() <= 1
 
 
 @pytest.mark.parametrize(
@@ -310,11 +307,11 @@ def test_train_argument_errors_are_one_line_exit_2(tmp_path, capsys, argv, messa
 
 def test_train_passes_weight_decay_and_defaults_to_the_recipe(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(train, "run_training", lambda out, **kwargs: calls.append(kwargs) or
+    monkeypatch.setattr(recipe, "run_training", lambda out, **kwargs: calls.append(kwargs) or
                         {"steps": 1, "final_loss": 0.0, "eval": None, "out_dir": str(out)})
     assert main(["train", "--out", str(tmp_path / "a"), "--steps", "1"]) == 0
     assert main(["train", "--out", str(tmp_path / "b"), "--steps", "1", "--weight-decay", "0.05"]) == 0
-    assert [c["weight_decay"] for c in calls] == [train.WEIGHT_DECAY, 0.05]
+    assert [c["weight_decay"] for c in calls] == [recipe.WEIGHT_DECAY, 0.05]
 
 
 # 6 test examples: one per held-out class. eval_every=0: evaluate after the last step only.
@@ -324,11 +321,10 @@ TINY_RUN = {"steps": 4, "batch_size": 4, "train_examples": 16, "test_examples": 
 def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     """A few steps of the real thing (nano ALIGN, synthetic data): the hub layout that `minialign
     classify` reads, and a run killed after its step-2 checkpoint that ends with the same weights."""
-    import minialign.training
     from minialign import AlignModel, AlignProcessor
 
     straight = tmp_path / "straight"
-    summary = train.run_training(straight, **TINY_RUN)
+    summary = recipe.run_training(straight, **TINY_RUN)
     assert summary["steps"] == 4 and summary["eval"]["zero_shot_top1"] is not None
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
                  "preprocessor_config.json", "labels.json", "train_log.jsonl"):
@@ -337,12 +333,12 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
     labels = json.loads((straight / "labels.json").read_text())
     assert len(examples) == 6 and len(labels) == 36
     model, processor = AlignModel.from_pretrained(straight), AlignProcessor.from_pretrained(straight)
-    assert processor(images=examples[0])["pixel_values"].shape == (1, 3, train.IMAGE_SIZE, train.IMAGE_SIZE)
+    assert processor(images=examples[0])["pixel_values"].shape == (1, 3, recipe.IMAGE_SIZE, recipe.IMAGE_SIZE)
     assert TEMPERATURE_RANGE[0] <= model.temperature <= TEMPERATURE_RANGE[1]
     assert main(["classify", *examples, "--labels", *labels[:5], "--model", str(straight), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 6
 
-    forward_backward, calls = minialign.training.forward_backward, []
+    forward_backward, calls = recipe.forward_backward, []
 
     def crashes_at_step_3(*args, **kwargs):
         calls.append(1)
@@ -351,15 +347,15 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
         return forward_backward(*args, **kwargs)
 
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(train, "CHECKPOINT_EVERY", 2)
-    monkeypatch.setattr(minialign.training, "forward_backward", crashes_at_step_3)
+    monkeypatch.setattr(recipe, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(recipe, "forward_backward", crashes_at_step_3)
     with pytest.raises(Crash):
-        train.run_training(interrupted, **TINY_RUN)
+        recipe.run_training(interrupted, **TINY_RUN)
     with pytest.raises(ValueError, match="already holds a training checkpoint"):
-        train.run_training(interrupted, **TINY_RUN)
+        recipe.run_training(interrupted, **TINY_RUN)
     with pytest.raises(ValueError, match="arguments of the first run"):
-        train.run_training(interrupted, **{**TINY_RUN, "steps": 5}, resume=True)
-    assert train.run_training(interrupted, **TINY_RUN, resume=True)["resumed_from"] == 2
+        recipe.run_training(interrupted, **{**TINY_RUN, "steps": 5}, resume=True)
+    assert recipe.run_training(interrupted, **TINY_RUN, resume=True)["resumed_from"] == 2
     a, b = read_safetensors(straight / "model.safetensors"), read_safetensors(interrupted / "model.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     steps_logged = [json.loads(line)["step"] for line in (interrupted / "train_log.jsonl").read_text().splitlines()]
@@ -370,7 +366,7 @@ def test_a_short_align_run_lowers_the_loss(tmp_path):
     """The real thing at CI size (nano ALIGN, 64 synthetic pairs, batches of 16, 40 steps: ~4 s):
     the contrastive loss falls from about ln(16) -- the loss of a model that cannot tell the 16
     pairs of a batch apart -- to well below it."""
-    train.run_training(tmp_path / "m", steps=40, batch_size=16, train_examples=64, test_examples=6, eval_every=0,
+    recipe.run_training(tmp_path / "m", steps=40, batch_size=16, train_examples=64, test_examples=6, eval_every=0,
                        progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
     first, last = np.mean(losses[:4]), np.mean(losses[-4:])
@@ -382,7 +378,7 @@ def test_saved_model_counts_batchnorm_batches_like_transformers(tmp_path):
     output has them too (= the steps trained), so transformers loads it without a warning."""
     from safetensors.numpy import load_file
 
-    train.run_training(tmp_path / "m", steps=2, batch_size=4, train_examples=16, test_examples=6, eval_every=0,
+    recipe.run_training(tmp_path / "m", steps=2, batch_size=4, train_examples=16, test_examples=6, eval_every=0,
                        progress=False)
     state = load_file(str(tmp_path / "m" / "model.safetensors"))
     means = [k for k in state if k.endswith("running_mean")]
@@ -394,7 +390,7 @@ def test_a_diverged_run_is_a_one_line_error_exit_2(tmp_path, capsys, monkeypatch
     def diverge(*args, **kwargs):
         raise FloatingPointError("step 3: loss nan, gradient norm nan; try a lower learning rate or max_grad_norm")
 
-    monkeypatch.setattr(train, "run_training", diverge)
+    monkeypatch.setattr(recipe, "run_training", diverge)
     assert main(["train", "--out", str(tmp_path / "run"), "--steps", "5", "--lr", "10"]) == 2
     err = capsys.readouterr().err
     assert err == ("minialign train: error: step 3: loss nan, gradient norm nan; "
@@ -407,7 +403,7 @@ def test_a_diverged_run_is_a_one_line_error_exit_2(tmp_path, capsys, monkeypatch
     ('{"format": "something else"}', "is not a minialign training checkpoint"),
 ])
 def test_a_broken_training_state_is_a_checkpoint_error_naming_the_file(tmp_path, content, message):
-    (tmp_path / train.STATE_FILE).write_text(content)
+    (tmp_path / recipe.STATE_FILE).write_text(content)
     with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(tmp_path)
-    assert train.STATE_FILE in str(info.value)
+    assert recipe.STATE_FILE in str(info.value)

@@ -1,4 +1,4 @@
-"""The whole model's gradient (minialign.training) against transformers' autograd.
+"""The whole model's gradient (minialign.training.gradients) against transformers' autograd.
 
 transformers' AlignModel in training mode (batchnorm on batch statistics; dropout and
 drop-connect set to 0 so both sides compute the same function), return_loss=True, backward:
@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from helpers import assert_close
-from minialign import training
+import minialign
+from minialign.config import nano_config
+from minialign.training.gradients import forward_backward
+from minialign.training.recipe import init_params
 from reference import randomize_
 
 TEXT = dict(vocab_size=50, hidden_size=32, num_attention_heads=2, num_hidden_layers=2, intermediate_size=37,
@@ -33,7 +36,7 @@ def test_gradients_match_transformers():
     with torch.no_grad():
         hf.temperature.fill_(0.3)
     params = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items() if not k.endswith("num_batches_tracked")}
-    config = training.AlignConfig.from_dict(hf.config.to_dict())
+    config = minialign.AlignConfig.from_dict(hf.config.to_dict())
     input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(0), 3, 9, 35)
 
     hf.train()
@@ -42,8 +45,8 @@ def test_gradients_match_transformers():
     out.loss.backward()
     # transformers passes batch_norm_momentum=0.99 to torch for every batchnorm but expand_bn
     # (see backward.batch_norm_forward); ours takes one momentum, so compare those buffers.
-    loss, grads, buffers = training.forward_backward(params, config, input_ids, attention_mask, pixel_values,
-                                                     bn_momentum=0.99)
+    loss, grads, buffers = forward_backward(params, config, input_ids, attention_mask, pixel_values,
+                                          bn_momentum=0.99)
 
     assert_close(loss, out.loss, atol=1e-5, rtol=1e-5, name="loss")
     expected = {name: p.grad for name, p in hf.named_parameters() if p.grad is not None}
@@ -64,8 +67,8 @@ def test_gradients_match_transformers():
 
 
 def test_init_params_fit_the_model_and_train_a_step():
-    config = training.nano_config(vocab_size=60)
-    params = training.init_params(config, seed=0)
+    config = nano_config(vocab_size=60)
+    params = init_params(config, seed=0)
     from minialign import AlignModel
 
     model = AlignModel(config, params)  # names and shapes as the model expects
@@ -73,7 +76,7 @@ def test_init_params_fit_the_model_and_train_a_step():
     rng = np.random.default_rng(1)
     input_ids, attention_mask, pixel_values = _batch(rng, 4, 7, 64)
     input_ids[:] = rng.integers(1, 60, input_ids.shape)
-    loss, grads, buffers = training.forward_backward(params, config, input_ids, attention_mask, pixel_values)
+    loss, grads, buffers = forward_backward(params, config, input_ids, attention_mask, pixel_values)
     assert np.isfinite(loss) and loss > 0
     assert all(np.isfinite(g).all() and g.shape == params[n].shape for n, g in grads.items())
     assert "text_model.pooler.dense.weight" not in grads
@@ -81,21 +84,42 @@ def test_init_params_fit_the_model_and_train_a_step():
 
 
 def test_mismatched_batch_is_an_error():
-    config = training.nano_config(vocab_size=60)
-    params = training.init_params(config)
+    config = nano_config(vocab_size=60)
+    params = init_params(config)
     input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(2), 3, 5, 64)
     with pytest.raises(ValueError, match="need as many captions as images: input_ids has 3 rows, pixel_values 2"):
-        training.forward_backward(params, config, input_ids, attention_mask, pixel_values[:2])
+        forward_backward(params, config, input_ids, attention_mask, pixel_values[:2])
 
 
 @pytest.mark.parametrize("field", ["text_config.hidden_dropout_prob", "text_config.attention_probs_dropout_prob",
                                    "vision_config.drop_connect_rate"])
 def test_forward_backward_refuses_dropout_it_does_not_implement(field):
     """A non-zero rate would be ignored, training another model than the config describes."""
-    config = training.nano_config(vocab_size=30)
+    config = nano_config(vocab_size=30)
     tower, name = field.split(".")
     setattr(getattr(config, tower), name, 0.2)
     rng = np.random.default_rng(0)
     input_ids, attention_mask, pixel_values = _batch(rng, 2, 5, config.vision_config.image_size)
     with pytest.raises(ValueError, match=rf"without dropout and drop-connect; set these to 0: {field}=0.2"):
-        training.forward_backward(training.init_params(config), config, input_ids, attention_mask, pixel_values)
+        forward_backward(init_params(config), config, input_ids, attention_mask, pixel_values)
+
+
+def test_the_recorded_text_forward_is_the_model_forward():
+    """RecordingOps computes what the fast NumPy backend computes, and its tape covers every
+    weight of the text tower but the pooler (off the loss's path)."""
+    from minialign.backends import numpy as fast
+    from minialign.text_model import AlignTextModel
+    from minialign.training.gradients import RecordingOps
+
+    config = nano_config(vocab_size=60)
+    params = {k[len("text_model."):]: v for k, v in init_params(config, seed=2).items() if k.startswith("text_model.")}
+    input_ids, attention_mask, _ = _batch(np.random.default_rng(4), 3, 9, 8)
+    input_ids[:] = np.random.default_rng(5).integers(1, 60, input_ids.shape)
+    recorder = RecordingOps()
+    recorded = AlignTextModel(config.text_config, params, ops=recorder)
+    hidden = recorded(input_ids, attention_mask).last_hidden_state
+    expected = AlignTextModel(config.text_config, params, ops=fast)(input_ids, attention_mask).last_hidden_state
+    np.testing.assert_array_equal(hidden, expected)
+    by_id = recorder.backward([(hidden, np.ones_like(hidden))])
+    reached = {name for name, tensor in recorded.tensors.items() if id(tensor) in by_id}
+    assert reached == {name for name in params if not name.startswith("pooler.")}

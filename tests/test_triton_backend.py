@@ -95,12 +95,15 @@ def test_triton_backend_refuses_what_it_cannot_do(models):
 
 
 def test_backend_arguments_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="backend must be one of \\('numpy', 'triton'\\), got 'cuda'"):
+    with pytest.raises(ValueError, match="backend must be one of \\('numpy', 'reference', 'triton'\\), got 'cuda'"):
         AlignModel.from_pretrained(tmp_path, backend="cuda")
     with pytest.raises(ValueError, match="dtype must be one of"):
         get_ops("numpy", dtype="float16")
-    with pytest.raises(ValueError, match="numpy backend computes in float32 on the CPU"):
-        get_ops("numpy", dtype="bfloat16")
+    for backend in ("numpy", "reference"):  # both NumPy backends: float32 on the CPU, nothing else
+        with pytest.raises(ValueError, match=f"the {backend} backend computes in float32 on the CPU"):
+            get_ops(backend, dtype="bfloat16")
+        with pytest.raises(ValueError, match=f"the {backend} backend computes in float32 on the CPU"):
+            get_ops(backend, device="cuda")
 
 
 def test_cli_classify_on_the_triton_backend(models, tmp_path, capsys):

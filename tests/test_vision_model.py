@@ -1,4 +1,8 @@
-"""The EfficientNet vision tower against transformers' AlignVisionModel with the same weights."""
+"""The EfficientNet vision tower against transformers' AlignVisionModel with the same weights.
+
+The model comparisons run on both NumPy backends: "numpy" (the default, fast) and "reference"
+(the plain math), at the same tolerance; the Triton backend is checked in test_triton_backend.py.
+"""
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from minialign import AlignVisionConfig, AlignVisionModel, CheckpointError
 from minialign.vision_model import block_specs, round_filters
 
 F32 = TOLERANCES["float32"]
+CPU_BACKENDS = ("numpy", "reference")  # both must match transformers to the same tolerance
 
 
 def _hf_vision(seed=0, **config):
@@ -50,39 +55,46 @@ def test_align_base_block_table():
 def test_matches_transformers_on_small_configs(tmp_path_factory, width, depth, padding, pooling, size, batch, seed):
     hf = _hf_vision(seed % 1000, width_coefficient=width, depth_coefficient=depth, depthwise_padding=padding,
                     pooling_type=pooling, hidden_dim=64)
-    ours = _ours(hf, tmp_path_factory.mktemp("vision"))
+    directory = tmp_path_factory.mktemp("vision")
     x = np.random.default_rng(seed).uniform(-1, 1, (batch, 3, size, size + 3)).astype(np.float32)
-    out = ours(x, output_hidden_states=True)
     with torch.no_grad():
         ref = hf(torch.from_numpy(x), output_hidden_states=True)
-    assert len(out.hidden_states) == len(ref.hidden_states) == len(ours.blocks) + 1
-    for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
-        assert_close(a, b, **F32, name=f"hidden_states[{i}]")
-    assert_close(out.last_hidden_state, ref.last_hidden_state, **F32, name="last_hidden_state")
-    assert_close(out.pooler_output, ref.pooler_output, **F32, name="pooler_output")
+    hf.save_pretrained(directory)
+    for backend in CPU_BACKENDS:
+        ours = AlignVisionModel.from_pretrained(directory, backend=backend)
+        out = ours(x, output_hidden_states=True)
+        assert len(out.hidden_states) == len(ref.hidden_states) == len(ours.blocks) + 1
+        for i, (a, b) in enumerate(zip(out.hidden_states, ref.hidden_states)):
+            assert_close(a, b, **F32, name=f"{backend}: hidden_states[{i}]")
+        assert_close(out.last_hidden_state, ref.last_hidden_state, **F32, name=f"{backend}: last_hidden_state")
+        assert_close(out.pooler_output, ref.pooler_output, **F32, name=f"{backend}: pooler_output")
 
 
 def test_full_align_base_vision_tower_at_289(tmp_path):
-    """align-base's vision config at 289x289 with random BN statistics and affine params."""
+    """align-base's vision config at 289x289 with random BN statistics and affine params, on both
+    NumPy backends."""
     hf = _hf_vision(seed=11)
     bn = hf.encoder.blocks[20].depthwise_conv.depthwise_norm
     assert bn.running_var.std() > 0.1 and (bn.weight - 1).abs().max() > 0.1  # really non-trivial
-    ours = _ours(hf, tmp_path)
-    assert ours.config == AlignVisionConfig()
     x = np.random.default_rng(4).uniform(-1, 1, (2, 3, 289, 289)).astype(np.float32)
-    out = ours(x)
     with torch.no_grad():
         ref = hf(torch.from_numpy(x))
-    assert out.last_hidden_state.shape == tuple(ref.last_hidden_state.shape) == (2, 640, 9, 9)
-    err = max_abs_error(out.pooler_output, ref.pooler_output)
-    assert err <= 1e-4, f"pooler_output max abs error {err:.2e} > 1e-4"
-    assert_close(out.pooler_output, ref.pooler_output, **TOLERANCES["float32_model"], name="pooler_output")
+    hf.save_pretrained(tmp_path)
+    for backend in CPU_BACKENDS:
+        ours = AlignVisionModel.from_pretrained(tmp_path, backend=backend)
+        assert ours.config == AlignVisionConfig()
+        out = ours(x)
+        assert out.last_hidden_state.shape == tuple(ref.last_hidden_state.shape) == (2, 640, 9, 9)
+        err = max_abs_error(out.pooler_output, ref.pooler_output)
+        assert err <= 1e-4, f"{backend}: pooler_output max abs error {err:.2e} > 1e-4"
+        assert_close(out.pooler_output, ref.pooler_output, **TOLERANCES["float32_model"],
+                     name=f"{backend}: pooler_output")
 
 
 def test_same_bits_on_any_number_of_threads_and_bands(monkeypatch):
     """The fused ops split their work into bands of rows on a thread pool; every element is
     computed by the same float32 operations whatever the split, so the outputs are identical."""
-    from minialign import layers
+    from minialign.backends import numpy as numpy_ops  # the default backend, whose ops use the threads
 
     hf = _hf_vision(seed=5, width_coefficient=0.25, depth_coefficient=0.3, hidden_dim=64)
     ours = AlignVisionModel(AlignVisionConfig(width_coefficient=0.25, depth_coefficient=0.3, hidden_dim=64),
@@ -91,8 +103,8 @@ def test_same_bits_on_any_number_of_threads_and_bands(monkeypatch):
     monkeypatch.setenv("MINIALIGN_NUM_THREADS", "1")
     expected = ours(x, output_hidden_states=True)
     monkeypatch.setenv("MINIALIGN_NUM_THREADS", "3")
-    monkeypatch.setattr(layers, "_DEPTHWISE_BAND", 64)  # a band per output row or so: many bands
-    monkeypatch.setattr(layers, "_EPILOGUE_BAND", 64)
+    monkeypatch.setattr(numpy_ops, "_DEPTHWISE_BAND", 64)  # a band per output row or so: many bands
+    monkeypatch.setattr(numpy_ops, "_EPILOGUE_BAND", 64)
     out = ours(x, output_hidden_states=True)
     for i, (a, b) in enumerate(zip(out.hidden_states, expected.hidden_states)):
         np.testing.assert_array_equal(a, b, err_msg=f"hidden_states[{i}]")

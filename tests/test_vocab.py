@@ -258,16 +258,17 @@ def test_a_thousand_merges_on_two_thousand_words():
 
 def test_the_training_vocabulary_keeps_every_colour_and_shape_word_whole(tmp_path):
     # The score merges the most frequent words last (module docstring): a cap that stops the
-    # learner early leaves "red" as r ##e ##d. train.VOCAB_SIZE must let it finish on the
+    # learner early leaves "red" as r ##e ##d. recipe.VOCAB_SIZE must let it finish on the
     # captions `minialign train` learns from, so that each colour and shape word, synonyms
     # included, is one token the text tower can attach a meaning to.
-    from minialign import synthetic, train
+    from minialign import synthetic
+    from minialign.training import recipe
 
-    captions = [e.caption for e in synthetic.generate(train.TRAIN_EXAMPLES, split="train", seed=0,
-                                                      image_size=train.IMAGE_SIZE,
-                                                      unnamed_colour_fraction=train.UNNAMED_COLOUR_FRACTION)]
-    vocab = learn_wordpiece_vocab(captions, train.VOCAB_SIZE)
-    assert len(vocab) < train.VOCAB_SIZE, "the learner stopped at the cap, not when it ran out of pairs"
+    captions = [e.caption for e in synthetic.generate(recipe.TRAIN_EXAMPLES, split="train", seed=0,
+                                                      image_size=recipe.IMAGE_SIZE,
+                                                      unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION)]
+    vocab = learn_wordpiece_vocab(captions, recipe.VOCAB_SIZE)
+    assert len(vocab) < recipe.VOCAB_SIZE, "the learner stopped at the cap, not when it ran out of pairs"
     words = sorted({word for forms in synthetic.SYNONYMS.values() for form in forms for word in form.split()})
     tokenizer = write_vocab(vocab, tmp_path)
     split = {word: pieces for word in words if len(pieces := tokenizer.tokenize(word)) > 1}

@@ -1,10 +1,11 @@
 # %% [markdown]
-# # 6. Writing a Triton kernel and checking it against the NumPy reference
+# # 6. Writing a Triton kernel and checking it against the reference ops
 #
 # minialign's GPU backend runs hand-written Triton kernels (`kernels/`). This tutorial writes the
 # smallest useful one -- bias + SiLU over channels-last activations, the epilogue of every
-# convolution in the vision tower (`layers.bias_act`) -- and checks it against NumPy the way
-# `tests/` checks every kernel: on odd shapes, with a stated tolerance.
+# convolution in the vision tower -- and checks it against the reference ops
+# (`minialign/backends/reference.py`) the way `tests/` checks every kernel: on odd shapes, with a
+# stated tolerance.
 #
 # It runs without a GPU: with `TRITON_INTERPRET=1`, set below when no CUDA device is present,
 # Triton executes the kernel on the CPU (NumPy emulates the GPU; float32 only, slowly). It needs
@@ -21,7 +22,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from minialign import layers
+from minialign.backends import reference
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -65,9 +66,10 @@ def bias_silu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 # %% [markdown]
-# The check: odd sizes (so the masks matter), against `layers.bias_act`, the NumPy reference.
-# Tolerance: float32 on both sides, the same formula; exp may differ by an ulp or two between
-# libraries, so 1e-6 relative (plus 1e-6 absolute near zero).
+# The check: odd sizes (so the masks matter), against the reference ops: `reference.silu(x + bias)`,
+# SiLU written as x * sigmoid(x). Tolerance: float32 on both sides; the kernel divides by
+# 1 + exp(-z) where the reference multiplies by its reciprocal, and exp may differ by an ulp or
+# two between libraries, so 1e-6 relative (plus 1e-6 absolute near zero).
 
 # %%
 rng = np.random.default_rng(0)
@@ -75,7 +77,7 @@ for shape in [(1, 3, 5, 7), (2, 9, 4, 33), (1, 1, 1, 1)]:
     x = rng.standard_normal(shape).astype(np.float32) * 4
     bias = rng.standard_normal(shape[-1]).astype(np.float32)
     ours = bias_silu(torch.from_numpy(x).to(device), torch.from_numpy(bias).to(device)).cpu().numpy()
-    expected = layers.bias_act(x, bias, "silu")
+    expected = reference.silu(x + bias)
     error = float(np.abs(ours - expected).max())
     print(f"{str(shape):16} max abs error {error:.1e}")
     assert np.allclose(ours, expected, rtol=1e-6, atol=1e-6)
@@ -83,4 +85,4 @@ for shape in [(1, 3, 5, 7), (2, 9, 4, 33), (1, 1, 1, 1)]:
 # %% [markdown]
 # The real kernels in `kernels/` follow the same pattern at full size: a docstring with the math
 # and the tiling, a comment per pointer giving its shape, a launcher that checks its inputs and
-# raises a clear error, and tests against torch and the NumPy layer (`tests/test_*.py`).
+# raises a clear error, and tests against torch and the reference ops (`tests/test_*.py`).

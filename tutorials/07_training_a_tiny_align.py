@@ -14,7 +14,8 @@ import json
 import os
 import tempfile
 
-from minialign import synthetic, train
+from minialign import synthetic
+from minialign.training import recipe
 
 fast = os.environ.get("MINIALIGN_TUTORIAL_FAST") == "1"
 steps, examples = (3, 64) if fast else (600, 10_000)
@@ -25,8 +26,8 @@ out = tempfile.mkdtemp(prefix="align-tiny-")
 # no caption names (lime, teal, pink, ...): their captions name the shape only.
 
 # %%
-for e in synthetic.generate(8, split="train", seed=0, image_size=train.IMAGE_SIZE,
-                            unnamed_colour_fraction=train.UNNAMED_COLOUR_FRACTION):
+for e in synthetic.generate(8, split="train", seed=0, image_size=recipe.IMAGE_SIZE,
+                            unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION):
     what = e.class_name if e.colour is not None else f"{e.shape} (unnamed)"
     print(f"{what:18} {'ok   ' if e.correct_caption else 'WRONG'} {e.caption!r}")
 
@@ -35,7 +36,7 @@ for e in synthetic.generate(8, split="train", seed=0, image_size=train.IMAGE_SIZ
 # clip the gradient norm, an AdamW step; a line of metrics goes to `train_log.jsonl`.
 
 # %%
-summary = train.run_training(out, steps=steps, batch_size=64 if not fast else 8, lr=3e-3,
+summary = recipe.run_training(out, steps=steps, batch_size=64 if not fast else 8, lr=3e-3,
                              eval_every=200 if not fast else 0, train_examples=examples,
                              test_examples=60 if fast else 300, progress=not fast)
 print(json.dumps(summary, indent=1))

@@ -6,7 +6,8 @@ Run from the repository root:  python docs/figures/attention_map.py
 Everything comes from the code and the committed model: the caption is tokenized by
 ``BertTokenizer`` with align-nano's vocabulary, the NumPy ``AlignTextModel`` runs with
 ``output_attentions=True``, and the picture is ``attentions[LAYER][0, HEAD]``, the [T, T] matrix of
-``layers.attention``'s softmax (row = query token, column = key token; each row sums to 1).
+``minialign.backends.reference.attention``'s softmax (row = query token, column = key token; each
+row sums to 1).
 
 The SVG is written as text by this script (no plotting library). Each cell shows its probability
 as a whole percentage, and its colour is computed from that rounded percentage, so the file
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "minialign" / "models" / "align-nano"
 OUT_NAME = "attention_map.svg"
 
-# train.ZERO_SHOT_PROMPT ("a photo of a {}.") filled with one of align-nano's 36 class names.
+# minialign.training.recipe.ZERO_SHOT_PROMPT ("a photo of a {}.") filled with one of align-nano's
+# 36 class names.
 CAPTION = "a photo of a red circle."
 LAYER = 1  # 0-based: the last of align-nano's 2 layers, whose [CLS] row feeds text_projection
 HEAD = 0  # 0-based, of 2 heads

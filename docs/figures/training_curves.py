@@ -3,10 +3,10 @@
 Run from the repository root:  python docs/figures/training_curves.py
 (tests/test_docs.py re-runs it into a temporary folder and checks the committed SVG is its output.)
 
-Everything comes from one ``train_log.jsonl`` as ``train.train`` writes it (one JSON object per
-step with ``train.LOG_KEYS``, plus "eval": {"zero_shot_top1", "chance"} on the evaluated steps);
-by default the committed log of the embedded model, ``minialign/models/align-nano/train_log.jsonl``.
-Three panels share the step axis:
+Everything comes from one ``train_log.jsonl`` as ``minialign.training.loop.train_loop`` writes it
+(one JSON object per step with ``loop.LOG_KEYS``, plus "eval": {"zero_shot_top1", "chance"} on the
+evaluated steps); by default the committed log of the embedded model,
+``minialign/models/align-nano/train_log.jsonl``. Three panels share the step axis:
 
 - the training loss (label-smoothed contrastive cross-entropy, in nats) of every step, light, and
   its trailing mean over ``WINDOW`` steps, dark;

@@ -5,9 +5,10 @@ Each layer is a pair of functions:
     out, cache = <layer>_forward(inputs..., params...)
     grads      = <layer>_backward(dout, cache)
 
-- The forward calls the inference function from ``layers.py`` / ``loss.py`` (so the numbers a
-  trained model sees are the numbers inference computes, and inference pays nothing for
-  training), and keeps in ``cache`` only what the backward needs. Where the inference function
+- The forward calls the op that inference runs by default (``backends/numpy.py``, the fast
+  NumPy backend) or ``loss.py`` (so the numbers a trained model sees are the numbers inference
+  computes, and inference pays nothing for training), and keeps in ``cache`` only what the
+  backward needs. Where the inference function
   does not hand out an intermediate (layer_norm's mean and 1/std, conv2d's patch matrix), the
   backward recomputes it from the cached input: a reduction or a copy, cheap next to the layer.
 - The backward returns the gradient of the loss with respect to every float argument of the
@@ -29,7 +30,10 @@ import math
 
 import numpy as np
 
-from . import layers, loss
+from .. import loss
+from ..backends import numpy as fast
+from ..backends import reference
+from ..backends.contract import Padding
 
 # ----------------------------------------------------------------------------------------------
 # helpers shared by several layers
@@ -56,17 +60,9 @@ def _normalize_backward(g: np.ndarray, x_hat: np.ndarray, rstd: np.ndarray, axis
     return rstd * (g - mean_g - x_hat * mean_gx)
 
 
-def _tap(i: int, j: int, out_h: int, out_w: int, stride: int) -> tuple[slice, slice, slice]:
-    """Index of tap (i, j) of every output pixel in the padded input [B, Hp, Wp, C]:
-    x_pad[_tap(i, j, ...)][b, y, x] = x_pad[b, y*stride + i, x*stride + j], a [B, Ho, Wo, C] view."""
-    return (slice(None),
-            slice(i, i + stride * (out_h - 1) + 1, stride),
-            slice(j, j + stride * (out_w - 1) + 1, stride))
-
-
-def _crop_hw(x_pad: np.ndarray, padding: layers.Padding) -> np.ndarray:
+def _crop_hw(x_pad: np.ndarray, padding: Padding) -> np.ndarray:
     # [B, Hp, Wp, C] -> [B, Hp - top - bottom, Wp - left - right, C]
-    """Undo ``layers.pad_hw``: the gradient that reaches the zero padding belongs to no input."""
+    """Undo ``reference.pad_hw``: the gradient that reaches the zero padding belongs to no input."""
     top, bottom, left, right = padding
     return x_pad[:, top:x_pad.shape[1] - bottom, left:x_pad.shape[2] - right]
 
@@ -78,8 +74,8 @@ def _crop_hw(x_pad: np.ndarray, padding: layers.Padding) -> np.ndarray:
 
 def embedding_forward(ids: np.ndarray, table: np.ndarray):
     # [...] int, [V, H] -> [..., H]
-    """out[..., :] = table[ids[...], :] (``layers.embedding``)."""
-    return layers.embedding(ids, table), (ids, table.shape)
+    """out[..., :] = table[ids[...], :] (``reference.embedding``)."""
+    return fast.embedding(ids, table), (ids, table.shape)
 
 
 def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
@@ -99,8 +95,8 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None):
     # [..., in], [out, in], [out] -> [..., out]
-    """y = x W^T + b (``layers.linear``)."""
-    return layers.linear(x, weight, bias), (x, weight, bias is not None)
+    """y = x W^T + b (``reference.linear``)."""
+    return fast.linear(x, weight, bias), (x, weight, bias is not None)
 
 
 def linear_backward(dout: np.ndarray, cache):
@@ -122,9 +118,9 @@ def linear_backward(dout: np.ndarray, cache):
 def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float):
     # [..., H], [H], [H] -> [..., H]
     """y = x_hat * gamma + beta, x_hat = (x - mean) / sqrt(var + eps) over the last axis
-    (``layers.layer_norm``). llm.c caches mean and 1/std; here the backward recomputes them from
+    (``reference.layer_norm``). llm.c caches mean and 1/std; here the backward recomputes them from
     x (two reductions), so that the forward is exactly the inference function."""
-    return layers.layer_norm(x, weight, bias, eps), (x, weight, eps)
+    return fast.layer_norm(x, weight, bias, eps), (x, weight, eps)
 
 
 def layer_norm_backward(dout: np.ndarray, cache):
@@ -138,12 +134,48 @@ def layer_norm_backward(dout: np.ndarray, cache):
     Returns (dx, dweight, dbias).
     """
     x, weight, eps = cache
-    mean = x.mean(axis=-1, keepdims=True)  # [..., 1], the same two passes as layers.layer_norm
+    mean = x.mean(axis=-1, keepdims=True)  # [..., 1], the same two passes as reference.layer_norm
     centered = x - mean
     rstd = 1.0 / np.sqrt(np.mean(centered * centered, axis=-1, keepdims=True) + np.float32(eps))
     x_hat = centered * rstd  # [..., H]
     dx = _normalize_backward(dout * weight, x_hat, rstd, axis=-1)
     return dx, _sum_rows(dout * x_hat), _sum_rows(dout)
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The gradient of an array broadcast to g's shape: g summed over the axes broadcasting added."""
+    return g.reshape(-1, *shape).sum(axis=0) if g.shape != shape else g
+
+
+def add_forward(x: np.ndarray, y: np.ndarray):
+    # [...], [...] (or a shape that broadcasts to it) -> [...]
+    """out = x + y (the contract's ``add``)."""
+    return fast.add(x, y), (x.shape, y.shape)
+
+
+def add_backward(dout: np.ndarray, cache):
+    # [...] -> (dx, dy)
+    """Both inputs move the sum one for one: dx = dy_out, dy = dy_out, each summed back to its
+    own shape where it was broadcast (the position embeddings [T, H] over a batch [B, T, H])."""
+    x_shape, y_shape = cache
+    return _unbroadcast(dout, x_shape), _unbroadcast(dout, y_shape)
+
+
+def add_layer_norm_forward(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float):
+    # [..., H], [..., H], [H], [H] -> [..., H]
+    """y = layer_norm(x + residual) (the contract's ``add_layer_norm``), as its two layers."""
+    total, add_cache = add_forward(x, residual)
+    out, norm_cache = layer_norm_forward(total, weight, bias, eps)
+    return out, (add_cache, norm_cache)
+
+
+def add_layer_norm_backward(dout: np.ndarray, cache):
+    # [..., H] -> (dx, dresidual, dweight [H], dbias [H])
+    """layer_norm's backward, then the sum's: x and the residual get the same gradient.
+    Returns (dx, dresidual, dweight, dbias)."""
+    add_cache, norm_cache = cache
+    dtotal, dweight, dbias = layer_norm_backward(dout, norm_cache)
+    return (*add_backward(dtotal, add_cache), dweight, dbias)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,22 +187,22 @@ _INV_SQRT_2PI = np.float32(1 / math.sqrt(2 * math.pi))
 
 
 def gelu_forward(x: np.ndarray):  # [...] -> [...]
-    """y = x Phi(x), exact erf form (``layers.gelu``)."""
-    return layers.gelu(x), x
+    """y = x Phi(x), exact erf form (``reference.gelu``)."""
+    return fast.ACTIVATIONS["gelu"](x), x
 
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
     """d/dx [x Phi(x)] = Phi(x) + x phi(x), with Phi(x) = (1 + erf(x / sqrt 2)) / 2 the Gaussian
     CDF and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density."""
     x = cache
-    cdf = np.float32(0.5) * (1 + layers.erf(x * _INV_SQRT_2))
+    cdf = np.float32(0.5) * (1 + fast.erf(x * _INV_SQRT_2))
     pdf = np.exp(np.float32(-0.5) * x * x) * _INV_SQRT_2PI
     return dout * (cdf + x * pdf)
 
 
 def tanh_forward(x: np.ndarray):  # [...] -> [...]
-    """y = tanh(x) (``layers.tanh``, the BERT pooler's activation). Caches y, not x."""
-    y = layers.tanh(x)
+    """y = tanh(x) (``reference.tanh``, the BERT pooler's activation). Caches y, not x."""
+    y = fast.tanh(x)
     return y, y
 
 
@@ -181,8 +213,8 @@ def tanh_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
 
 
 def sigmoid_forward(x: np.ndarray):  # [...] -> [...]
-    """y = 1 / (1 + exp(-x)) (``layers.sigmoid``). Caches y, not x."""
-    y = layers.sigmoid(x)
+    """y = 1 / (1 + exp(-x)) (``reference.sigmoid``). Caches y, not x."""
+    y = reference.sigmoid(x)
     return y, y
 
 
@@ -193,22 +225,51 @@ def sigmoid_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...
 
 
 def silu_forward(x: np.ndarray):  # [...] -> [...]
-    """y = x sigma(x) (``layers.silu``)."""
-    return layers.silu(x), x
+    """y = x sigma(x) (``reference.silu``)."""
+    return fast.ACTIVATIONS["silu"](x), x
 
 
 def silu_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
     """d/dx [x sigma(x)] = sigma(x) + x sigma(x) (1 - sigma(x)) = sigma(x) (1 + x (1 - sigma(x)))."""
     x = cache
-    s = layers.sigmoid(x)
+    s = reference.sigmoid(x)
     return dout * s * (1 + x * (1 - s))
+
+
+def gelu_new_forward(x: np.ndarray):  # [...] -> [...]
+    """y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) (``reference.gelu_new``)."""
+    return fast.ACTIVATIONS["gelu_new"](x), x
+
+
+def gelu_new_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
+    """dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx,  du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    x = cache
+    c = np.float32(math.sqrt(2 / math.pi))
+    t = np.tanh(c * (x + np.float32(0.044715) * x**3))
+    return dout * (np.float32(0.5) * (1 + t) + np.float32(0.5) * x * (1 - t * t) * c * (1 + np.float32(3 * 0.044715) * x * x))
+
+
+def relu_forward(x: np.ndarray):  # [...] -> [...]
+    """y = max(x, 0) (``reference.relu``)."""
+    return fast.ACTIVATIONS["relu"](x), x
+
+
+def relu_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
+    """1 where x > 0, else 0 (torch's choice at x = 0)."""
+    return dout * (cache > 0)
+
+
+# The pair of each activation name of the contract (backends/contract.py's ACTIVATION_NAMES).
+ACTIVATION_PAIRS = {"gelu": (gelu_forward, gelu_backward), "gelu_new": (gelu_new_forward, gelu_new_backward),
+                    "relu": (relu_forward, relu_backward), "silu": (silu_forward, silu_backward),
+                    "swish": (silu_forward, silu_backward)}
 
 
 # ----------------------------------------------------------------------------------------------
 # attention
 # ----------------------------------------------------------------------------------------------
 
-_MASKED = np.finfo(np.float32).min  # the bias of a padded key (layers.attention_bias)
+_MASKED = np.finfo(np.float32).min  # the bias of a padded key (reference.attention_bias)
 
 
 def softmax_backward(dprobs: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -222,10 +283,10 @@ def softmax_backward(dprobs: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None):
     # [B, h, T, d], [B, h, S, d], [B, h, S, d], [B, 1, 1, S] -> [B, h, T, d]
-    """out = softmax(q k^T / sqrt(d) + bias) v (``layers.attention``), with the additive key
-    padding bias of ``layers.attention_bias``. Caches q, k, v and the probabilities P [B, h, T, S]
+    """out = softmax(q k^T / sqrt(d) + bias) v (``reference.attention``), with the additive key
+    padding bias of ``reference.attention_bias``. Caches q, k, v and the probabilities P [B, h, T, S]
     (as llm.c does): recomputing P would cost the forward's matrix product again."""
-    out, probs = layers.attention(q, k, v, bias)
+    out, probs = reference.attention(q, k, v, bias)
     masked = None if bias is None else (bias == _MASKED)  # [B, 1, 1, S] bool
     return out, (q, k, v, probs, masked)
 
@@ -259,17 +320,42 @@ def attention_backward(dout: np.ndarray, cache):
     return dq, dk, dv
 
 
+def multi_head_attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, attention_mask: np.ndarray,
+                                 num_heads: int):
+    # [B, T, H] x 3, [B, T] of {0, 1} -> [B, T, H]
+    """Split H into heads x d, attention_forward per head with the padding bias, merge the heads
+    (``reference.multi_head_attention``)."""
+    B, T, H = q.shape
+
+    def split_heads(y):  # [B, T, H] -> [B, heads, T, d]
+        return y.reshape(B, T, num_heads, H // num_heads).transpose(0, 2, 1, 3)
+
+    context, cache = attention_forward(split_heads(q), split_heads(k), split_heads(v),
+                                       reference.attention_bias(attention_mask))
+    return context.transpose(0, 2, 1, 3).reshape(B, T, H), cache
+
+
+def multi_head_attention_backward(dout: np.ndarray, cache):
+    # [B, T, H] -> (dq, dk, dv), each [B, T, H]
+    """The heads' split and merge are reshapes, so their backward is the inverse reshape around
+    attention_backward. Returns (dq, dk, dv)."""
+    B, T, H = dout.shape
+    heads = cache[0].shape[1]  # q [B, heads, T, d]
+    per_head = attention_backward(dout.reshape(B, T, heads, H // heads).transpose(0, 2, 1, 3), cache)
+    return tuple(g.transpose(0, 2, 1, 3).reshape(B, T, H) for g in per_head)
+
+
 # ----------------------------------------------------------------------------------------------
 # convolutions, channels-last
 # ----------------------------------------------------------------------------------------------
 
 
-def conv2d_forward(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: layers.Padding = (0, 0, 0, 0),
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: Padding = (0, 0, 0, 0),
                    bias: np.ndarray | None = None):
     # [B, H, W, Cin], [Cout, Cin, k, k], -, -, [Cout] -> [B, Ho, Wo, Cout]
-    """Dense k x k convolution, the stem (``layers.conv2d``, im2col + one matrix product). The
+    """Dense k x k convolution, the stem (``reference.conv2d``, im2col + one matrix product). The
     activation is a separate layer here (silu_forward): its backward needs its own input."""
-    out = layers.conv2d(x, weight, stride, padding, bias=bias)
+    out = fast.conv2d(x, weight, stride, padding, bias=bias)
     return out, (x, weight, stride, padding, bias is not None)
 
 
@@ -285,23 +371,22 @@ def conv2d_backward(dout: np.ndarray, cache):
     then col2im: each patch entry (c, i, j) of output pixel (y, x) was copied from the padded
     input at (y*s + i, x*s + j, c), so its gradient is added back there -- k*k strided adds of a
     [B, Ho, Wo, Cin] slab, where overlapping windows (stride < k) accumulate -- and the padding's
-    share is cropped off. The patch matrix is rebuilt from the cached x (one copy), not cached.
+    share is cropped off. Both run tap by tap (``reference.tap``), so no patch matrix is built.
 
     Returns (dx, dweight, dbias).
     """
     x, weight, stride, padding, has_bias = cache
     cout, cin, k, _ = weight.shape
-    windows = layers._windows(layers.pad_hw(x, padding), k, stride)  # [B, Ho, Wo, Cin, k, k], a view
-    B, Ho, Wo = windows.shape[:3]
-    patches = windows.reshape(B * Ho * Wo, cin * k * k)  # the forward's im2col copy
+    x_pad = reference.pad_hw(x, padding)  # [B, Hp, Wp, Cin]
+    B, Ho, Wo = dout.shape[:3]
     dout2d = dout.reshape(-1, cout)  # [N, Cout]
-    dweight = (dout2d.T @ patches).reshape(weight.shape)
-    dpatches = (dout2d @ weight.reshape(cout, -1)).reshape(B, Ho, Wo, cin, k, k)
-    top, bottom, left, right = padding
-    dx_pad = np.zeros((B, x.shape[1] + top + bottom, x.shape[2] + left + right, cin), dtype=dout.dtype)
+    dweight = np.empty(weight.shape, dtype=dout.dtype)
+    dx_pad = np.zeros(x_pad.shape, dtype=dout.dtype)
     for i in range(k):
         for j in range(k):
-            dx_pad[_tap(i, j, Ho, Wo, stride)] += dpatches[..., i, j]
+            tap = reference.tap(x_pad, i, j, stride, Ho, Wo)  # [B, Ho, Wo, Cin], a view into x_pad
+            dweight[:, :, i, j] = dout2d.T @ tap.reshape(-1, cin)
+            reference.tap(dx_pad, i, j, stride, Ho, Wo)[...] += (dout2d @ weight[:, :, i, j]).reshape(B, Ho, Wo, cin)
     dbias = _sum_rows(dout) if has_bias else None
     return _crop_hw(dx_pad, padding), dweight, dbias
 
@@ -309,10 +394,10 @@ def conv2d_backward(dout: np.ndarray, cache):
 def pointwise_conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
                            input_scale: np.ndarray | None = None):
     # [B, H, W, Cin], [Cout, Cin, 1, 1], [Cout], [B, Cin] -> [B, H, W, Cout]
-    """out = (x * g) W^T + b per pixel (``layers.pointwise_conv``), g = ``input_scale`` the
+    """out = (x * g) W^T + b per pixel (``reference.pointwise_conv``), g = ``input_scale`` the
     squeeze-excitation gate folded into an MBConv block's projection (one factor per image and
     input channel), or 1 when None."""
-    out = layers.pointwise_conv(x, weight, bias, input_scale=input_scale)
+    out = fast.pointwise_conv(x, weight, bias, input_scale=input_scale)
     return out, (x, weight, bias is not None, input_scale)
 
 
@@ -347,11 +432,11 @@ def pointwise_conv_backward(dout: np.ndarray, cache):
 
 
 def depthwise_conv2d_forward(x: np.ndarray, weight: np.ndarray, stride: int = 1,
-                             padding: layers.Padding = (0, 0, 0, 0), bias: np.ndarray | None = None):
+                             padding: Padding = (0, 0, 0, 0), bias: np.ndarray | None = None):
     # [B, H, W, C], [C, 1, k, k], -, -, [C] -> [B, Ho, Wo, C]
     """out[b, y, x, c] = sum_{i, j} x_pad[b, y*s + i, x*s + j, c] w[c, 0, i, j] + bias[c]
-    (``layers.depthwise_conv2d``; its activation is a separate layer here, see conv2d_forward)."""
-    out = layers.depthwise_conv2d(x, weight, stride, padding, bias=bias)
+    (``reference.depthwise_conv2d``; its activation is a separate layer here, see conv2d_forward)."""
+    out = fast.depthwise_conv2d(x, weight, stride, padding, bias=bias)
     return out, (x, weight, stride, padding, bias is not None)
 
 
@@ -371,15 +456,15 @@ def depthwise_conv2d_backward(dout: np.ndarray, cache):
     """
     x, weight, stride, padding, has_bias = cache
     k = weight.shape[-1]
-    x_pad = layers.pad_hw(x, padding)  # [B, Hp, Wp, C]
+    x_pad = reference.pad_hw(x, padding)  # [B, Hp, Wp, C]
     Ho, Wo = dout.shape[1:3]
     dx_pad = np.zeros_like(x_pad, dtype=dout.dtype)
     dweight = np.empty(weight.shape, dtype=dout.dtype)
     for i in range(k):
         for j in range(k):
-            tap = _tap(i, j, Ho, Wo, stride)
-            dweight[:, 0, i, j] = np.einsum("byxc,byxc->c", dout, x_pad[tap])  # no [B, Ho, Wo, C] temporary
-            dx_pad[tap] += dout * weight[:, 0, i, j]
+            tap = reference.tap(x_pad, i, j, stride, Ho, Wo)
+            dweight[:, 0, i, j] = np.einsum("byxc,byxc->c", dout, tap)  # no [B, Ho, Wo, C] temporary
+            reference.tap(dx_pad, i, j, stride, Ho, Wo)[...] += dout * weight[:, 0, i, j]
     dbias = _sum_rows(dout) if has_bias else None
     return _crop_hw(dx_pad, padding), dweight, dbias
 
@@ -397,7 +482,7 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, runn
     ``(out, cache, new_running_mean, new_running_var)``; the arguments are not modified.
 
         mean = mean over pixels of x,   var = biased (population) variance over pixels
-        out  = (x - mean) / sqrt(var + eps) * weight + bias     (layers.batch_norm with the
+        out  = (x - mean) / sqrt(var + eps) * weight + bias     (reference.batch_norm with the
                                                                  batch's statistics)
         new_running_mean = (1 - momentum) running_mean + momentum mean
         new_running_var  = (1 - momentum) running_var  + momentum var * n / (n - 1)
@@ -424,7 +509,7 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, runn
     mean = x.mean(axis=(0, 1, 2))  # [C]
     centered = x - mean
     var = np.mean(centered * centered, axis=(0, 1, 2))  # [C], biased; two passes like layer_norm
-    out = layers.batch_norm(x, weight, bias, mean, var, eps)
+    out = reference.batch_norm(x, weight, bias, mean, var, eps)
     m = np.float32(momentum)
     new_mean = (1 - m) * running_mean + m * mean
     new_var = (1 - m) * running_var + m * (var * np.float32(n / (n - 1)))
@@ -455,10 +540,10 @@ def batch_norm_backward(dout: np.ndarray, cache):
 
 def global_pool_forward(x: np.ndarray, kind: str = "mean"):
     # [B, H, W, C] -> [B, C]
-    """Mean over all pixels (``layers.global_pool``; ALIGN's pooling_type is "mean")."""
+    """Mean over all pixels (``reference.global_pool``; ALIGN's pooling_type is "mean")."""
     if kind != "mean":
         raise ValueError(f"only mean pooling has a backward here (ALIGN's default), got {kind!r}")
-    return layers.global_pool(x, "mean"), x.shape
+    return fast.global_pool(x, "mean"), x.shape
 
 
 def global_pool_backward(dout: np.ndarray, cache) -> np.ndarray:
@@ -470,8 +555,8 @@ def global_pool_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def squeeze_excite_forward(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand):
     # [B, H, W, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, H, W, C]
-    """Squeeze-and-excitation, as ``layers.squeeze_excite`` and through the same layer calls in
-    the same order (so bit-identical to it), each as its forward so the backward can chain them:
+    """Squeeze-and-excitation, the math of ``reference.squeeze_excite``, as a chain of layers, each
+    through its forward so that the backward can chain their backwards:
 
         s = mean over pixels of x        [B, C]        global_pool
         z = s W_r^T + b_r                [B, S]        linear

@@ -1,12 +1,37 @@
-"""The NumPy layers: the reference every other backend is checked against.
+"""The fast CPU backend (``backend="numpy"``, the default): the reference's math, made fast in NumPy.
 
-Each function is one layer, written so it reads like the math in its docstring. The first line of
-each function states the shapes (``# [B, T, in], [out, in], [out] -> [B, T, out]``). Weights keep
-transformers' layouts (a linear weight is ``[out, in]``), so a checkpoint's arrays are used as
-they are, without transposed copies.
+Every op here computes what ``reference.py`` computes (tests/test_ops.py checks each one against
+it and against torch); only the way the work reaches the CPU changes. Ops whose plain version is
+already as fast as NumPy goes (embedding, layer norm, attention, the pooling) are the reference's
+own functions. What made the rest fast, each trick measured on align-base's shapes against the
+reference op on the project's 2-core machine (``benchmarks/numpy_backend.py``, results in
+``benchmarks/results/numpy_backend.json``):
 
-Everything computes in float32, like the torch reference: NumPy's default would be float64, which
-is slower and would make "same outputs to float32 precision" hold for the wrong reason.
+TRICKS_TABLE
+
+The tricks, from the biggest win down:
+
+1. **Depthwise taps as one einsum over a strided view** (``depthwise_conv2d``). The reference
+   adds k*k products into an accumulator, reading and writing it 2*k*k times; ``einsum`` over an
+   ``as_strided`` view of the taps multiplies and adds in one loop. Its inner loop runs over the
+   view's last axis, so at stride 1 a run of T neighbouring pixels x C channels is made that axis
+   (C alone is only 32-64 on the largest maps).
+2. **Bands of rows on every core** (``parallel_bands``). NumPy's elementwise loops use one core;
+   they release the GIL, so threads that each take a band of ~128K elements run on both cores
+   at once, and every step of an epilogue (bias, SiLU, residual, the squeeze's sums) runs while
+   its band is still in the CPU cache instead of streaming the whole activation through memory.
+3. **Blockwise erf** (``erf``, ``gelu``): the ~30 passes of erf's polynomial over 128K-element
+   blocks in place instead of over a whole [4096, 3072] activation.
+4. **One large matrix product** (``linear``): [B*T, in] @ [in, out] is one BLAS call; [B, T, in]
+   @ [in, out] is B small ones.
+5. **Scale the weight, not the activation** (``pointwise_conv``): the squeeze-excitation gate
+   multiplies W's columns (a [Cout, Cin] pass per image) instead of x's rows ([H*W, Cin]).
+6. **im2col for the stem** (``conv2d``): one [B*Ho*Wo, Cin*k*k] matrix product instead of k*k.
+
+One more gain lies outside the code: after each matrix product OpenBLAS's idle threads spin for
+~0.1 s, keeping busy the core that the band threads need. ``OPENBLAS_THREAD_TIMEOUT=16`` (read
+once, when NumPy loads OpenBLAS) shortens that to ~25 us; minialign never changes the process's
+environment, so set it yourself before starting Python (the benchmarks record whether it was set).
 """
 
 from __future__ import annotations
@@ -18,19 +43,23 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from . import reference
+from .contract import CONV_ACTIVATIONS, Padding, check_activation
+# Where the plain version is already as fast as NumPy goes, the reference's function is the op.
+from .reference import (add, add_layer_norm, embedding, from_numpy, global_pool, is_floating_point,  # noqa: F401
+                        layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, squeeze_excite_gate, tanh,
+                        to_numpy)
+
+NAME = "numpy"
+
 # ----------------------------------------------------------------------------------------------
 # elementwise functions
 # ----------------------------------------------------------------------------------------------
 
-# Chebyshev fit of erfc(z) * exp(z^2) / t with t = 1 / (1 + z/2), z >= 0 (Numerical Recipes,
-# 2nd ed., section 6.2, "erfcc"): fractional error below 1.2e-7 for every z >= 0.
-_ERFC_COEFFS = tuple(np.float32(c) for c in (
-    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
-))
-# Taylor series of erf near 0: erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)).
-# For |x| < 0.5 seven terms leave a truncation error under 1e-9 relative.
-_ERF_SERIES = tuple(np.float32((-1) ** n / (math.factorial(n) * (2 * n + 1))) for n in range(7))
+# The coefficients of reference.erf, as float32 constants: the erfc fit (Numerical Recipes) and
+# the Taylor series of erf near 0.
+_ERFC_COEFFS = tuple(np.float32(c) for c in reference.ERFC_COEFFS)
+_ERF_SERIES = tuple(np.float32(c) for c in reference.ERF_SERIES_COEFFS)
 _TWO_OVER_SQRT_PI = np.float32(2 / math.sqrt(math.pi))
 _ERF_CHUNK = 1 << 17  # elements per block; see erf()
 
@@ -79,14 +108,9 @@ def _blockwise(block_fn, x: np.ndarray) -> np.ndarray:  # [...] -> [...] float32
 
 
 def erf(x: np.ndarray) -> np.ndarray:  # [...] -> [...] float32
-    """The error function erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, to float32 accuracy.
-
-    NumPy has no erf (SciPy does, but minialign does not depend on it). Two pieces:
-    - |x| < 0.5: the Taylor series, where 1 - erfc(x) would lose relative accuracy;
-    - |x| >= 0.5: erf(x) = sign(x) * (1 - erfc(|x|)) with Numerical Recipes' Chebyshev fit of
-      erfc (relative error < 1.2e-7); erfc(|x|) < 0.48 there, so erf keeps that accuracy.
-    In float32 arithmetic the result is within a few float32 ulps of the true value
-    (tests/test_layers.py checks it against math.erf and torch.erf).
+    """erf(x) as ``reference.erf`` computes it (the series below 0.5, 1 - erfc above), with
+    Horner's rule in place, on blocks of 128K elements, on every core. Within a few float32 ulps
+    of the true value: erfc(|x|) < 0.48 where it is used, so its 1.2e-7 relative error stays small.
     """
     return _blockwise(_erf_block, x)
 
@@ -96,41 +120,18 @@ def _gelu_block(x: np.ndarray) -> np.ndarray:
 
 
 def gelu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """GELU, exact form: x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))). BERT's "gelu"."""
+    """GELU, exact form: x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (``reference.gelu``), blockwise."""
     return _blockwise(_gelu_block, x)
 
 
-def gelu_new(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """GELU, tanh approximation (GPT-2's "gelu_new"):
-    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
-    c = np.float32(0.7978845608028654)  # sqrt(2 / pi)
-    return 0.5 * x * (1.0 + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))
-
-
-def relu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """max(x, 0)."""
-    return np.maximum(x, 0)
-
-
-def tanh(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """Hyperbolic tangent (the BERT pooler's activation)."""
-    return np.tanh(x)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """1 / (1 + exp(-x)). For x < -88, exp(-x) overflows float32 to inf and the result is the
-    correct limit 0, so the overflow warning is silenced rather than avoided."""
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
-
-
 def silu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
-    """SiLU (a.k.a. swish): x * sigmoid(x), computed as x / (1 + exp(-x)) (one pass fewer)."""
-    with np.errstate(over="ignore"):
+    """x * sigmoid(x) (``reference.silu``) as x / (1 + exp(-x)): one pass over x fewer."""
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x < -88: then x / inf = -0, the limit
         return x / (1 + np.exp(-x))
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_new, "relu": relu, "silu": silu, "swish": silu}
+ACTIVATIONS = {**reference.ACTIVATIONS, "gelu": gelu, "silu": silu, "swish": silu}
+
 
 # ----------------------------------------------------------------------------------------------
 # threads for elementwise work
@@ -149,8 +150,8 @@ ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_new, "relu": relu, "silu": silu, "
 #   tower, where a matrix product comes every few ms, two threads gain nothing over one (and lose
 #   nothing). With OPENBLAS_THREAD_TIMEOUT=16 (2^16 cycles, ~25 us) the whole tower runs ~12%
 #   faster (0.54 s instead of 0.62 s); a still smaller timeout makes every product wait for its
-#   threads to wake up. OpenBLAS reads the variable once, when NumPy loads it, so `import
-#   minialign` sets it (unless the user has) when it is the first to import NumPy.
+#   threads to wake up. OpenBLAS reads the variable once, when NumPy loads it; minialign leaves
+#   the environment to the user (see the module docstring).
 # Tried and dropped: each thread running its own band of a 1x1 conv's matrix product with
 # OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1), so that the epilogue follows in cache: 10-25%
 # slower than one multi-threaded product followed by a banded epilogue.
@@ -208,132 +209,21 @@ def parallel_bands(fn: Callable[[slice], None], num_rows: int, rows_per_band: in
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
            activation: str | None = None) -> np.ndarray:
     # [..., in], [out, in], [out] -> [..., out]
-    """y = act(x W^T + b), with W stored as [out, in] like torch's nn.Linear; ``activation`` is
-    None or a name in ACTIVATIONS (a GPU backend fuses it into the matrix product).
+    """y = act(x W^T + b) (``reference.linear``).
 
     The leading axes are flattened first: NumPy runs a [B, T, in] @ [in, out] product as B
     separate small matrix products, a [B*T, in] @ [in, out] one as a single large BLAS call
     (measured 2.5x faster on BERT's shapes).
     """
+    check_activation(activation)
     y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(*x.shape[:-1], weight.shape[0])
     if bias is not None:
         y += bias
     return y if activation is None else ACTIVATIONS[activation](y)
 
-
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    # [..., H], [H], [H] -> [..., H]
-    """LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias.
-
-    var is the biased (population) variance, as in torch. Computed in two passes (mean first,
-    then the mean of squared deviations), which stays accurate when |mean| >> std.
-    """
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    var = np.mean(centered * centered, axis=-1, keepdims=True)
-    return centered * (1.0 / np.sqrt(var + np.float32(eps))) * weight + bias
-
-
-def embedding(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    # [...] int, [V, H] -> [..., H]
-    """Row lookup: out[..., :] = table[ids[...], :]."""
-    return table[ids]
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    # [...] -> [...]
-    """exp(x - max) / sum(exp(x - max)): subtracting the max changes nothing mathematically and
-    keeps exp from overflowing."""
-    shifted = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def attention_bias(attention_mask: np.ndarray) -> np.ndarray:
-    # [B, T] of {0, 1} -> [B, 1, 1, T] float32
-    """Turn a key padding mask (1 = real token, 0 = padding) into an additive bias.
-
-    Padded keys get the most negative float32, as transformers does: after softmax their weight
-    is exactly 0. (A row whose keys are *all* padding then gets a uniform softmax -- harmless,
-    since such a sequence has no token whose output anyone reads.)
-    """
-    bias = np.where(attention_mask[:, None, None, :] != 0, 0.0, np.finfo(np.float32).min)
-    return bias.astype(np.float32)
-
-
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    # [B, h, T, d], [B, h, S, d], [B, h, S, d], [B, 1, 1, S] -> ([B, h, T, d], [B, h, T, S])
-    """Scaled dot-product attention: softmax(q k^T / sqrt(d) + bias) v.
-
-    Returns the output and the attention probabilities (the docs plot them; the parity report
-    compares them).
-    """
-    d = q.shape[-1]
-    scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(d ** -0.5)  # [B, h, T, S]
-    if bias is not None:
-        scores += bias
-    probs = softmax(scores, axis=-1)
-    return probs @ v, probs
-
-
-def multi_head_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, attention_mask: np.ndarray,
-                         num_heads: int, *, return_probs: bool = False):
-    # [B, T, H] x 3, [B, T] of {0, 1} -> ([B, T, H], [B, heads, T, T] or None)
-    """Self-attention over ``num_heads`` heads of the projected q, k, v: split H into heads x d,
-    attend per head with padded keys masked (attention_bias), merge the heads back.
-
-    Returns the merged context and, if ``return_probs``, the attention probabilities.
-    """
-    B, T, H = q.shape
-    d = H // num_heads
-
-    def split_heads(y):  # [B, T, H] -> [B, heads, T, d]
-        return y.reshape(B, T, num_heads, d).transpose(0, 2, 1, 3)
-
-    context, probs = attention(split_heads(q), split_heads(k), split_heads(v), attention_bias(attention_mask))
-    return context.transpose(0, 2, 1, 3).reshape(B, T, H), (probs if return_probs else None)
-
-
-# ----------------------------------------------------------------------------------------------
-# the backend interface: arrays in and out
-# ----------------------------------------------------------------------------------------------
-# A backend is an object with the functions of this module that the models call (the "ops"); the
-# Triton backend (minialign/triton_ops.py) has the same names. These four move arrays across the
-# boundary; for NumPy they do (almost) nothing.
-
-BACKEND = "numpy"  # what from_pretrained(..., backend=...) calls it
-
-
-def from_numpy(array: np.ndarray) -> np.ndarray:
-    """A NumPy array as this backend's array: floats as float32, integers unchanged."""
-    array = np.asarray(array)
-    return array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
-
-
-def to_numpy(x) -> np.ndarray:
-    """This backend's array as a float32 (or integer) NumPy array."""
-    return np.asarray(x)
-
-
-def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
-    # [B, C, H, W] -> [B, H, W, C], contiguous
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
-def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
-    # [B, H, W, C] -> [B, C, H, W], a view
-    return x.transpose(0, 3, 1, 2)
-
-
 # ----------------------------------------------------------------------------------------------
 # convolutions, channels-last
 # ----------------------------------------------------------------------------------------------
-# Images flow through the vision tower as [B, H, W, C] (channels-last, NHWC): a 1x1 convolution
-# is then a plain [B*H*W, C_in] @ [C_in, C_out] matrix product on contiguous rows, and every
-# depthwise tap below multiplies a [B, Ho, Wo, C] slab by a length-C vector that broadcasts over
-# the last (contiguous) axis. Weights keep torch's [C_out, C_in, kh, kw] layout.
-
-Padding = tuple[int, int, int, int]  # (top, bottom, left, right), zeros added around H and W
 
 
 def pad_hw(x: np.ndarray, padding: Padding) -> np.ndarray:
@@ -348,17 +238,6 @@ def pad_hw(x: np.ndarray, padding: Padding) -> np.ndarray:
     out = np.zeros((B, H + top + bottom, W + left + right, C), dtype=x.dtype)
     out[:, top:top + H, left:left + W] = x
     return out
-
-
-def same_padding(kernel_size: int) -> Padding:
-    """Padding that keeps H and W at stride 1 for an odd kernel: k // 2 on every side."""
-    p = kernel_size // 2
-    return (p, p, p, p)
-
-
-def _output_size(size: int, kernel_size: int, stride: int) -> int:
-    """Output length of a valid (already padded) strided convolution."""
-    return (size - kernel_size) // stride + 1
 
 
 def _windows(x: np.ndarray, kernel_size: int, stride: int) -> np.ndarray:
@@ -387,7 +266,7 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
     expensive step (~2 ns per float32 on the benchmark machine, ten times a multiply), which is
     what makes the threads pay off.
     """
-    _check_activation(activation)
+    check_activation(activation, CONV_ACTIVATIONS)
     rows_in = y.reshape(-1, y.shape[-1])  # [N, C]
     rows_out = (np.empty(rows_in.shape, dtype=np.float32) if out is None else out).reshape(rows_in.shape)
     rows_res = None if residual is None else residual.reshape(rows_in.shape)
@@ -398,11 +277,6 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
 
     parallel_bands(band, rows_in.shape[0], rows_per_band=max(1, _EPILOGUE_BAND // rows_in.shape[1]))
     return rows_out.reshape(y.shape)
-
-
-def _check_activation(activation: str | None) -> None:
-    if activation not in (None, "silu"):
-        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
 
 
 def _bias_act_rows(y: np.ndarray, bias, activation, residual, *, out: np.ndarray, in_place: bool) -> None:
@@ -440,6 +314,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding: Padding 
     The windows are copied into a [B, Ho, Wo, Cin*k*k] patch matrix (im2col), in (c, i, j) order,
     which is the order of the weight's [Cin, k, k] axes, so the weight is used as it is.
     """
+    check_activation(activation, CONV_ACTIVATIONS)
     cout, cin, k, _ = weight.shape
     windows = _windows(pad_hw(x, padding), k, stride)  # [B, Ho, Wo, Cin, k, k]
     patches = windows.reshape(*windows.shape[:3], cin * k * k)  # a copy: the view is not contiguous
@@ -465,6 +340,7 @@ def pointwise_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
     (equal up to float32 rounding), and W is far smaller than the [H*W, Cin] activation, so the
     gate costs a pass over the weight per image instead of a pass over the activation.
     """
+    check_activation(activation, CONV_ACTIVATIONS)
     w = weight.reshape(weight.shape[0], -1)  # [Cout, Cin]
     if input_scale is None:
         y = linear(x, w)
@@ -509,7 +385,7 @@ def depthwise_conv2d(x: np.ndarray, weight: np.ndarray, stride: int = 1, padding
     - The output is computed in bands of rows of ~256K elements on all cores (``parallel_bands``),
       so the bias, the SiLU and the band's sum run while the band is in the CPU cache.
     """
-    _check_activation(activation)
+    check_activation(activation, CONV_ACTIVATIONS)
     k = weight.shape[-1]
     x_pad = pad_hw(x, padding)
     B, C = x.shape[0], x.shape[-1]
@@ -566,65 +442,3 @@ def _depthwise_windows(x: np.ndarray, kernel_size: int, stride: int, run: int) -
     return np.lib.stride_tricks.as_strided(
         x, shape=(B, Ho, Wo // run, kernel_size, kernel_size, run * C),
         strides=(sb, stride * sy, run * stride * sx, sy, sx, sc), writeable=False)
-
-
-def batch_norm_scale_shift(weight, bias, running_mean, running_var, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    # [C] x 4 -> [C], [C]
-    """Eval-mode batchnorm as a per-channel affine map x * scale + shift:
-    scale = weight / sqrt(running_var + eps), shift = bias - running_mean * scale."""
-    scale = weight / np.sqrt(running_var + np.float32(eps))
-    return scale, bias - running_mean * scale
-
-
-def batch_norm(x: np.ndarray, weight, bias, running_mean, running_var, eps: float) -> np.ndarray:
-    # [..., C], [C] x 4 -> [..., C]
-    """Eval-mode batchnorm over the channel (last) axis:
-    (x - running_mean) / sqrt(running_var + eps) * weight + bias, applied as x * scale + shift."""
-    scale, shift = batch_norm_scale_shift(weight, bias, running_mean, running_var, eps)
-    return x * scale + shift
-
-
-def fold_batch_norm(conv_weight: np.ndarray, weight, bias, running_mean, running_var,
-                    eps: float) -> tuple[np.ndarray, np.ndarray]:
-    # [Cout, Cin/groups, k, k], [Cout] x 4 -> [Cout, Cin/groups, k, k], [Cout]
-    """Fold an eval-mode batchnorm into the convolution before it.
-
-    batch_norm(conv(x, W)) = conv(x, W) * scale + shift = conv(x, W * scale) + shift
-
-    since scaling an output channel of a convolution is the same as scaling its filter. Exact in
-    real arithmetic; in float32 the products round differently, by ~1 ulp. Done once when a model
-    is built, it removes a pass over the activation from every convolution.
-    """
-    scale, shift = batch_norm_scale_shift(weight, bias, running_mean, running_var, eps)
-    return (conv_weight * scale[:, None, None, None]).astype(np.float32), shift.astype(np.float32)
-
-
-def squeeze_excite_gate(pooled: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
-    # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
-    """The excitation of squeeze-and-excitation: g = sigmoid(W_e silu(W_r s + b_r) + b_e), a
-    factor in (0, 1) per (image, channel) from the image's channel means s (see squeeze_excite)."""
-    hidden = silu(linear(pooled, w_reduce.reshape(w_reduce.shape[0], -1), b_reduce))  # [B, S]
-    return sigmoid(linear(hidden, w_expand.reshape(w_expand.shape[0], -1), b_expand))
-
-
-def squeeze_excite(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
-    # [B, H, W, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, H, W, C]
-    """Squeeze-and-excitation (Hu et al. 2018): reweight channels by a gate computed from the
-    whole image.
-
-    s = mean_{y, x} x[b, y, x, :]                       squeeze     [B, C]
-    g = sigmoid(W_e silu(W_r s + b_r) + b_e)            excite      [B, C], in (0, 1)
-    out[b, y, x, c] = x[b, y, x, c] * g[b, c]
-
-    The vision tower computes the same thing in pieces: the squeeze inside depthwise_conv2d
-    (``return_means``), the gate with squeeze_excite_gate and the product inside the next
-    pointwise_conv (``input_scale``).
-    """
-    gate = squeeze_excite_gate(x.mean(axis=(1, 2)), w_reduce, b_reduce, w_expand, b_expand)
-    return x * gate[:, None, None, :]
-
-
-def global_pool(x: np.ndarray, kind: str) -> np.ndarray:
-    # [B, H, W, C] -> [B, C]
-    """Mean or max over all pixels."""
-    return x.mean(axis=(1, 2)) if kind == "mean" else x.max(axis=(1, 2))

@@ -1,7 +1,7 @@
-"""The Triton backend: the ops of ``minialign.layers``, on torch tensors, through the kernels.
+"""The Triton backend: the ops contract (``contract.py``) on torch tensors, through the kernels.
 
 ``AlignModel.from_pretrained(path, backend="triton", device="cuda", dtype="bfloat16")`` gives the
-models a ``TritonOps`` instead of the ``layers`` module. The architecture is the same code; only
+models a ``TritonOps`` instead of a NumPy backend module. The architecture is the same code; only
 the arithmetic moves. Activations stay torch tensors on the device from the first op to the
 last; the weights are converted once, when the model is built (``from_numpy``).
 
@@ -11,12 +11,14 @@ Where each op's work goes:
 | ---------------------- | ------------------------------------------------------------------ |
 | linear                 | ``kernels.gemm`` (bias and GELU in its epilogue)                   |
 | layer_norm             | ``kernels.layer_norm``                                             |
+| add_layer_norm         | ``kernels.layer_norm`` (its residual path)                         |
 | multi_head_attention   | ``kernels.attention`` (reads q, k, v in place as [B, heads, T, d]) |
 | pointwise_conv         | ``kernels.gemm`` (folded BN, SiLU, SE gate on A, residual)         |
 | depthwise_conv2d       | ``kernels.depthwise_conv_bn_silu`` (also sums for the SE squeeze)  |
 | squeeze_excite_gate    | ``kernels.se_gate``                                                |
 | conv2d (the stem)      | torch: ``F.conv2d`` + SiLU                                         |
-| embedding, tanh, pool  | torch                                                              |
+| embedding, add, tanh,  | torch                                                              |
+| pool                   |                                                                    |
 
 The stem is left to torch because it is a dense 3x3 conv on 3 input channels, run once per
 image (under 1% of the tower's time on the CPU benchmark); embedding lookups, the pooler's tanh
@@ -30,18 +32,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels._checks import INTERPRETED
-from .layers import _check_activation  # the same rule and message as the NumPy ops
+from ..kernels._checks import INTERPRETED
+from .contract import CONV_ACTIVATIONS, check_activation
 
-# transformers' activation names -> the GEMM epilogue's (None: applied by torch after the GEMM).
-_GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "swish": "silu",
-                     "relu": None}
+# transformers' activation names -> the GEMM epilogue's; the others are applied by torch after the
+# GEMM (relu).
+_GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "swish": "silu"}
 
 
 class TritonOps:
     """The ops for one device and dtype. See the module docstring for what runs where."""
 
-    BACKEND = "triton"
+    NAME = "triton"
 
     def __init__(self, device: str | None = None, dtype: str = "float32"):
         import torch
@@ -78,6 +80,9 @@ class TritonOps:
         """A tensor as a float32 NumPy array on the CPU."""
         return x.detach().float().cpu().numpy()
 
+    def is_floating_point(self, x) -> bool:
+        return x.is_floating_point()
+
     def nchw_to_nhwc(self, x):
         return x.permute(0, 2, 3, 1).contiguous()
 
@@ -89,20 +94,28 @@ class TritonOps:
     def embedding(self, ids, table):
         return table[ids]
 
+    def add(self, x, y):
+        return x + y
+
     def layer_norm(self, x, weight, bias, eps: float):
-        from .kernels.layer_norm import layer_norm
+        from ..kernels.layer_norm import layer_norm
 
         return layer_norm(x.contiguous(), weight, bias, eps)
+
+    def add_layer_norm(self, x, residual, weight, bias, eps: float):
+        from ..kernels.layer_norm import layer_norm
+
+        # The kernel reads a residual of x's shape; the positions' [T, H] is broadcast over B first.
+        return layer_norm(x.contiguous(), weight, bias, eps, residual=residual.expand_as(x).contiguous())
 
     def linear(self, x, weight, bias=None, activation: str | None = None):
         # [..., in], [out, in], [out] -> [..., out]
         import torch
 
-        from .kernels.gemm import gemm
+        from ..kernels.gemm import gemm
 
-        if activation not in _GEMM_ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not supported; one of {sorted(_GEMM_ACTIVATIONS, key=str)}")
-        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, activation=_GEMM_ACTIVATIONS[activation])
+        check_activation(activation)
+        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, activation=_GEMM_ACTIVATIONS.get(activation))
         if activation == "relu":
             y = torch.relu(y)
         return y.reshape(*x.shape[:-1], weight.shape[0])
@@ -114,7 +127,7 @@ class TritonOps:
 
     def multi_head_attention(self, q, k, v, attention_mask, num_heads: int, *, return_probs: bool = False):
         # [B, T, H] x 3, [B, T] -> ([B, T, H], None)
-        from .kernels.attention import attention
+        from ..kernels.attention import attention
 
         if return_probs:
             raise ValueError("the triton backend's fused attention never stores the attention probabilities; "
@@ -132,15 +145,16 @@ class TritonOps:
         # [B, H, W, Cin] -> [B, Ho, Wo, Cout]; torch, see the module docstring
         import torch.nn.functional as F
 
-        _check_activation(activation)
+        check_activation(activation, CONV_ACTIVATIONS)
         top, bottom, left, right = padding
         y = F.conv2d(F.pad(self.nhwc_to_nchw(x), (left, right, top, bottom)), weight, bias, stride=stride)
         return self.nchw_to_nhwc(F.silu(y) if activation == "silu" else y)
 
     def pointwise_conv(self, x, weight, bias=None, *, activation=None, input_scale=None, residual=None):
         # [B, H, W, Cin], [Cout, Cin, 1, 1] -> [B, H, W, Cout]
-        from .kernels.gemm import gemm
+        from ..kernels.gemm import gemm
 
+        check_activation(activation, CONV_ACTIVATIONS)  # the GEMM would also take "gelu": refuse it here
         B, H, W, Cin = x.shape
         Cout = weight.shape[0]
         y = gemm(x.reshape(-1, Cin), weight, bias=bias, activation=activation,
@@ -153,9 +167,9 @@ class TritonOps:
         # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and [B, C] float32 means)
         import torch
 
-        from .kernels.depthwise_conv import depthwise_conv_bn_silu
+        from ..kernels.depthwise_conv import depthwise_conv_bn_silu
 
-        _check_activation(activation)
+        check_activation(activation, CONV_ACTIVATIONS)
         C = x.shape[-1]
         ones = torch.ones(C, device=x.device, dtype=torch.float32)  # the batchnorm is folded already
         shift = torch.zeros_like(ones) if bias is None else bias.float()
@@ -167,11 +181,13 @@ class TritonOps:
 
     def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand):
         # [B, C] means -> [B, C] float32 gate
-        from .kernels.se_gate import se_gate
+        from ..kernels.se_gate import se_gate
 
         return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
 
     def global_pool(self, x, kind: str):
         # [B, H, W, C] -> [B, C], float32
+        if kind not in ("mean", "max"):
+            raise ValueError(f"kind must be 'mean' or 'max', got {kind!r}")
         x = x.float()
         return x.mean(dim=(1, 2)) if kind == "mean" else x.amax(dim=(1, 2))

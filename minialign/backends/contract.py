@@ -1,0 +1,131 @@
+"""The ops contract: every op the architecture calls, with its shapes and dtypes.
+
+``text_model.py`` and ``vision_model.py`` are written once, against an ``ops`` object; they call
+nothing else on activations. A backend is anything that has every member of ``Ops`` below:
+
+- ``"reference"``: the module ``minialign.backends.reference`` -- the plain math, the lesson;
+- ``"numpy"``: the module ``minialign.backends.numpy`` -- the same math made fast on the CPU;
+- ``"triton"``: a ``minialign.backends.triton.TritonOps`` -- the Triton kernels on torch tensors.
+
+``Array`` is the backend's own array type: a NumPy ``ndarray`` (float32, or int64 for ids) for
+the first two, a torch tensor (float32 or bfloat16) for Triton. Shapes follow the signatures'
+comments: ``B`` batch, ``T`` tokens, ``H`` hidden size, ``heads`` attention heads, vision
+activations channels-last ``[B, H, W, C]``. Weights keep transformers' layouts (a linear weight
+``[out, in]``, a convolution ``[Cout, Cin, k, k]``, a depthwise one ``[C, 1, k, k]``).
+
+Fused ops are part of the contract when the architecture calls them and a fast backend has a
+kernel for them; the reference writes each as the literal composition (``add_layer_norm`` is
+``layer_norm(x + residual)``, ``pointwise_conv``'s ``input_scale`` is the squeeze-excitation
+product ``x * gate``), so a reader sees the math and a kernel sees the fusion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Array = Any  # the backend's array type (numpy.ndarray, torch.Tensor)
+Padding = tuple[int, int, int, int]  # (top, bottom, left, right) zeros around H and W
+
+# The activation names a linear layer accepts (config.hidden_act), transformers' spelling. Every
+# backend accepts all of them; the reference defines each one (reference.ACTIVATIONS).
+ACTIVATION_NAMES = ("gelu", "gelu_new", "relu", "silu", "swish")
+# What a convolution's epilogue accepts: the vision tower uses SiLU (or nothing) after each conv.
+CONV_ACTIVATIONS = (None, "silu")
+
+
+def check_activation(activation: str | None, allowed=ACTIVATION_NAMES, *, none_ok: bool = True) -> None:
+    """Raise a ValueError naming ``activation`` and the accepted names unless it is one of them."""
+    if (activation is None and none_ok) or activation in allowed:
+        return
+    raise ValueError(f"activation {activation!r} is not supported; use one of {sorted(a for a in allowed if a)}"
+                     + (" or None" if none_ok else ""))
+
+
+@runtime_checkable
+class Ops(Protocol):
+    """What a backend supplies. Each method's first line states its shapes."""
+
+    NAME: str  # "reference", "numpy" or "triton": what from_pretrained(..., backend=...) calls it
+
+    # -- arrays in and out ---------------------------------------------------------------------
+
+    def from_numpy(self, array: Any) -> Array:
+        """A NumPy array, nested lists, or an array this backend already holds, as this backend's
+        array: floats in the compute dtype, integers as integers."""
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """This backend's array as a NumPy array (float32 for floats)."""
+
+    def is_floating_point(self, x: Array) -> bool:
+        """True when ``x`` holds floating-point numbers (what the input checks ask of pixels)."""
+
+    def nchw_to_nhwc(self, x: Array) -> Array:  # [B, C, H, W] -> [B, H, W, C]
+        """Channels-first images (the model's interface) to channels-last (its inside)."""
+
+    def nhwc_to_nchw(self, x: Array) -> Array:  # [B, H, W, C] -> [B, C, H, W]
+        """Back to channels-first, for the outputs."""
+
+    # -- text ------------------------------------------------------------------------------------
+
+    def embedding(self, ids: Array, table: Array) -> Array:  # [...] int, [V, H] -> [..., H]
+        """out[..., :] = table[ids[...], :]."""
+
+    def add(self, x: Array, y: Array) -> Array:  # [...], [...] -> [...]
+        """x + y (the embeddings' sum)."""
+
+    def layer_norm(self, x: Array, weight: Array, bias: Array, eps: float) -> Array:  # [..., H], [H], [H] -> [..., H]
+        """(x - mean) / sqrt(var + eps) * weight + bias over the last axis."""
+
+    def add_layer_norm(self, x: Array, residual: Array, weight: Array, bias: Array,
+                       eps: float) -> Array:  # [..., H], [..., H], [H], [H] -> [..., H]
+        """layer_norm(x + residual): BERT's post-norm residual connection."""
+
+    def linear(self, x: Array, weight: Array, bias: Array | None = None,
+               activation: str | None = None) -> Array:  # [..., in], [out, in], [out] -> [..., out]
+        """act(x W^T + b), ``activation`` None or one of ACTIVATION_NAMES."""
+
+    def multi_head_attention(self, q: Array, k: Array, v: Array, attention_mask: Array, num_heads: int, *,
+                             return_probs: bool = False) -> tuple[Array, Array | None]:
+        # [B, T, H] x 3, [B, T] of {0, 1} -> ([B, T, H], [B, heads, T, T] or None)
+        """softmax(q k^T / sqrt(d) + mask bias) v per head (d = H / heads), heads merged back."""
+
+    def tanh(self, x: Array) -> Array:  # [...] -> [...]
+        """tanh(x) (the BERT pooler)."""
+
+    # -- vision ----------------------------------------------------------------------------------
+
+    def conv2d(self, x: Array, weight: Array, stride: int = 1, padding: Padding = (0, 0, 0, 0), *,
+               bias: Array | None = None, activation: str | None = None) -> Array:
+        # [B, H, W, Cin], [Cout, Cin, k, k], [Cout] -> [B, Ho, Wo, Cout]
+        """act(conv(pad(x), W) + b): the stem's dense convolution."""
+
+    def pointwise_conv(self, x: Array, weight: Array, bias: Array | None = None, *, activation: str | None = None,
+                       input_scale: Array | None = None, residual: Array | None = None) -> Array:
+        # [B, H, W, Cin], [Cout, Cin, 1, 1], [Cout], -, [B, Cin], [B, H, W, Cout] -> [B, H, W, Cout]
+        """act((x * input_scale) W^T + b) + residual at every pixel: a 1x1 convolution, with the
+        squeeze-excitation gate as ``input_scale`` and the block's skip as ``residual``."""
+
+    def depthwise_conv2d(self, x: Array, weight: Array, stride: int = 1, padding: Padding = (0, 0, 0, 0), *,
+                         bias: Array | None = None, activation: str | None = None,
+                         return_means: bool = False) -> Array | tuple[Array, Array]:
+        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and [B, C] float32 with return_means)
+        """act(per-channel k x k conv of pad(x) + b), and with ``return_means`` also its mean
+        over pixels (the squeeze of the squeeze-excitation that follows)."""
+
+    def squeeze_excite_gate(self, pooled: Array, w_reduce: Array, b_reduce: Array, w_expand: Array,
+                            b_expand: Array) -> Array:
+        # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
+        """sigmoid(W_e silu(W_r s + b_r) + b_e): one factor in (0, 1) per image and channel."""
+
+    def global_pool(self, x: Array, kind: str) -> Array:  # [B, H, W, C] -> [B, C] float32
+        """Mean (``kind="mean"``) or max over all pixels."""
+
+
+OP_NAMES = tuple(name for name in Ops.__dict__ if not name.startswith("_") and callable(Ops.__dict__[name]))
+
+
+def missing_ops(ops: Any) -> list[str]:
+    """The members of the contract that ``ops`` lacks (empty for a complete backend)."""
+    return [name for name in ("NAME", *OP_NAMES) if not hasattr(ops, name)]

@@ -1,0 +1,260 @@
+"""The ALIGN recipe behind ``minialign train``: align-nano on the synthetic alt-text dataset.
+
+``run_training`` renders the data (``synthetic.py``), learns the vocabulary (``vocab.py``),
+initialises the weights (``init_params``), and hands ``loop.train_loop`` the model's loss and
+gradient (``gradients.forward_backward``) with the optimiser of ``optim.py``. The constants below
+are the recipe; each says why it has its value, and ``docs/training.md`` has the runs behind them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from ..config import AlignConfig, nano_config
+from ..validation import is_int
+from .gradients import forward_backward
+from .loop import STATE_FILE, Batch, ShuffledBatches, load_checkpoint, train_loop
+
+CONFIGS = ("nano",)
+IMAGE_SIZE = 48  # align-nano sees 48x48 images: 1.8x cheaper than 64x64; at 32x32 shapes were too small to learn
+TRAIN_EXAMPLES = 10_000  # ~6 s to render; a batch of 128 sees each about once per 78 steps
+# Training images whose one object has a colour no caption names (synthetic.unnamed_rgb), captioned
+# by shape only. Without them the vision tower ties each shape to the colours it saw it in and
+# names a held-out "blue circle" a purple one (docs/training.md, "Shape learned together with colour").
+UNNAMED_COLOUR_FRACTION = 0.6
+# AdamW's decoupled decay for `minialign train`; AdamW and train_loop keep torch's default, 0.01.
+# 0.3 raised held-out accuracy for both seeds compared (docs/training.md, "Runs on the way").
+WEIGHT_DECAY = 0.3
+TEST_EXAMPLES = 300  # 50 per held-out class
+# A cap the learner never reaches: it runs out of pairs at about 1,400 tokens on 10,000 captions.
+# The WordPiece score merges rare pairs first (the digits of file names such as "photo_20200303")
+# and the pieces of the most frequent words last: "red" and "circle" are among the last 200
+# merges. The first cap, 1000, stopped before them, and the text tower read every colour and
+# shape letter by letter ("o ##r ##a ##ng ##e c ##r ##oss").
+VOCAB_SIZE = 4000
+MAX_TEXT_LENGTH = 64  # tokens, [CLS] and [SEP] included (captions have at most 16 words)
+ZERO_SHOT_PROMPT = "a photo of a {}."
+EVAL_BATCH = 100  # images per forward pass during evaluation
+CHECKPOINT_EVERY = 100
+EXAMPLE_IMAGES_PER_CLASS = 1  # held-out test images saved to examples/ for `minialign classify`
+
+
+def init_params(config: AlignConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random initial weights with the expected names and shapes, as transformers initialises them:
+    linear and embedding weights ~ N(0, initializer_range^2) (0.02), biases 0, LayerNorm and
+    batchnorm weight 1 / bias 0, running mean 0 / var 1, convolutions He-normal
+    (N(0, 2 / fan_out), EfficientNet's choice for SiLU nets), temperature ``temperature_init_value``.
+    """
+    from ..align_model import AlignModel
+
+    rng = np.random.default_rng(seed)
+    std = config.text_config.initializer_range
+    params = {}
+    for name, shape in AlignModel.expected_shapes(config).items():
+        leaf = name.rsplit(".", 1)[-1]
+        if name == "temperature":
+            value = np.full(shape, config.temperature_init_value)
+        elif leaf in ("running_var",) or (leaf == "weight" and len(shape) == 1):  # norms' scale
+            value = np.ones(shape)
+        elif leaf in ("bias", "running_mean"):
+            value = np.zeros(shape)
+        elif len(shape) == 4:  # a convolution [Cout, Cin/groups, k, k]
+            depthwise = shape[1] == 1  # each output channel is its own group: it fans out to 1 channel
+            fan_out = (1 if depthwise else shape[0]) * shape[2] * shape[3]
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_out)
+        else:
+            value = rng.standard_normal(shape) * std
+        params[name] = value.astype(np.float32)
+    return params
+
+
+def pixel_values(images: np.ndarray) -> np.ndarray:  # [B, H, W, 3] uint8 -> [B, 3, H, W] float32 in [-1, 1]
+    """What ``image_processor()`` (below) gives for IMAGE_SIZE x IMAGE_SIZE images: x / 127.5 - 1, channels first."""
+    from ..image_processing import rescale
+
+    return np.ascontiguousarray(rescale(images, 1 / 127.5, offset=True).transpose(0, 3, 1, 2))
+
+
+def image_processor():
+    """The preprocessing ``run_training`` saves with the model: resize to IMAGE_SIZE x IMAGE_SIZE (no crop), pixels to [-1, 1]."""
+    from ..image_processing import EfficientNetImageProcessor
+
+    return EfficientNetImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, resample=2, do_center_crop=False,
+        rescale_factor=1 / 127.5, rescale_offset=True, do_normalize=False, include_top=False,
+    )
+
+
+def zero_shot_top1(model, tokenizer, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> float:
+    """Top-1 accuracy of image -> text zero-shot classification with ``ZERO_SHOT_PROMPT`` per class.
+
+    images [N, H, W, 3] uint8, labels [N] indices into ``class_names``. The predicted class is the
+    argmax over classes of cos(image embedding, prompt embedding).
+    """
+    from ..loss import l2_normalize
+
+    prompts = tokenizer([ZERO_SHOT_PROMPT.format(c) for c in class_names], padding="longest", return_tensors="np")
+    text = l2_normalize(model.get_text_features(prompts["input_ids"], prompts["attention_mask"]))  # [C, P]
+    predicted = []
+    for s in range(0, len(images), EVAL_BATCH):
+        image = l2_normalize(model.get_image_features(pixel_values(images[s:s + EVAL_BATCH])))  # [b, P]
+        predicted.append(np.argmax(image @ text.T, axis=1))
+    return float(np.mean(np.concatenate(predicted) == labels))
+
+
+def _check_run_args(config, steps, batch_size, lr, weight_decay, seed, eval_every, train_examples) -> None:
+    if config not in CONFIGS:
+        raise ValueError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
+    if not is_int(steps) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not is_int(batch_size) or not 2 <= batch_size <= train_examples:
+        raise ValueError(f"batch size must be between 2 (a contrastive loss needs negatives) and the "
+                         f"number of training examples ({train_examples}), got {batch_size!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight decay must be a number >= 0, got {weight_decay!r}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if eval_every is not None and (not is_int(eval_every) or eval_every < 0):
+        raise ValueError(f"eval-every must be an integer >= 0 (0: only at the end), got {eval_every!r}")
+
+
+def run_training(
+    out_dir: str | os.PathLike,
+    *,
+    config: str = "nano",
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    seed: int = 0,
+    eval_every: int | None = 100,
+    resume: bool = False,
+    warmup: int | None = None,
+    weight_decay: float = WEIGHT_DECAY,
+    max_grad_norm: float = 1.0,
+    train_examples: int = TRAIN_EXAMPLES,
+    test_examples: int = TEST_EXAMPLES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a tiny ALIGN on the synthetic dataset and save it in the hub layout into ``out_dir``.
+
+    1. Render the training and held-out test splits (``minialign.synthetic``, IMAGE_SIZE x IMAGE_SIZE).
+    2. Learn a WordPiece vocabulary from the training captions; write vocab.txt + tokenizer_config.json.
+    3. Build the ``config`` model config and initialise its weights with ``seed``.
+    4. Train with ``train_loop``: batches of ``batch_size`` shuffled pairs, AdamW, warmup (default
+       5% of ``steps``) + cosine; zero-shot top-1 on the held-out test pairs every ``eval_every``
+       steps and at the end; metrics in ``train_log.jsonl``; a checkpoint in ``checkpoint/`` every
+       ``CHECKPOINT_EVERY`` steps. ``resume=True`` continues from that checkpoint (the arguments
+       must be those of the first run, recorded in ``run_args.json``).
+    5. Save config.json + model.safetensors, preprocessor_config.json, labels.json (all 36 class
+       names) and examples/*.png (held-out test images), so ``minialign classify`` can use it.
+
+    Returns a summary: the output directory, steps, final loss and the last evaluation.
+    """
+    _check_run_args(config, steps, batch_size, lr, weight_decay, seed, eval_every, train_examples)
+    from PIL import Image
+
+    from .. import synthetic
+    from ..align_model import AlignModel
+    from ..tokenizer import BertTokenizer
+    from ..vocab import learn_wordpiece_vocab, write_vocab
+
+    out_dir = os.fspath(out_dir)
+    checkpoint_dir = os.path.join(out_dir, "checkpoint")
+    warmup = steps // 20 if warmup is None else warmup
+    run_args = {"config": config, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "warmup": warmup,
+                "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "train_examples": train_examples,
+                "unnamed_colour_fraction": UNNAMED_COLOUR_FRACTION}
+    run_args_path = os.path.join(out_dir, "run_args.json")
+    has_checkpoint = os.path.isfile(os.path.join(checkpoint_dir, STATE_FILE))
+    if resume:
+        if not has_checkpoint:
+            raise FileNotFoundError(f"--resume: no training checkpoint in {checkpoint_dir}")
+        with open(run_args_path, encoding="utf-8") as fh:
+            first = json.load(fh)
+        if first != run_args:
+            changed = ", ".join(f"{k}: {first.get(k)!r} then, {v!r} now" for k, v in run_args.items() if first.get(k) != v)
+            raise ValueError(f"--resume needs the arguments of the first run ({changed})")
+    elif has_checkpoint:
+        raise ValueError(f"{out_dir} already holds a training checkpoint; pass --resume or choose another --out")
+
+    # 1-2. data and vocabulary
+    train = synthetic.generate(train_examples, split="train", seed=seed, image_size=IMAGE_SIZE,
+                               unnamed_colour_fraction=UNNAMED_COLOUR_FRACTION)
+    test = synthetic.generate(test_examples, split="test", seed=seed, image_size=IMAGE_SIZE)
+    train_images = np.stack([e.image for e in train])  # [N, 64, 64, 3] uint8
+    captions = [e.caption for e in train]
+    test_images, test_labels = np.stack([e.image for e in test]), np.array([e.label for e in test])
+    class_names = [synthetic.class_name(shape, colour) for shape, colour in synthetic.all_classes()]
+    if resume:
+        tokenizer = BertTokenizer.from_pretrained(out_dir)
+    else:
+        tokenizer = write_vocab(learn_wordpiece_vocab(captions, VOCAB_SIZE), out_dir, model_max_length=MAX_TEXT_LENGTH)
+        with open(run_args_path, "w", encoding="utf-8") as fh:
+            json.dump(run_args, fh, indent=1)
+
+    # 3. model
+    model_config = nano_config(tokenizer.vocab_size)
+    max_length = min(MAX_TEXT_LENGTH, model_config.text_config.max_position_embeddings)
+
+    def make_batch(indices: np.ndarray) -> Batch:
+        text = tokenizer([captions[i] for i in indices], padding="longest", truncation=True,
+                         max_length=max_length, return_tensors="np")
+        return {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"],
+                "pixel_values": pixel_values(train_images[indices])}
+
+    def loss_and_grads(params, batch):
+        return forward_backward(params, model_config, batch["input_ids"], batch["attention_mask"],
+                                         batch["pixel_values"])
+
+    def evaluate(params) -> dict[str, float]:
+        model = AlignModel(model_config, params)
+        return {"zero_shot_top1": zero_shot_top1(model, tokenizer, test_images, test_labels, class_names),
+                "chance": 1 / len(class_names)}
+
+    # 4. training
+    if resume:
+        state = load_checkpoint(checkpoint_dir)
+        params, optimizer, start_step = state.params, state.optimizer, state.step
+        batches = ShuffledBatches(len(train), batch_size, make_batch, seed=[seed, 1],
+                                  rng_state=state.rng_state, position=state.data_position)
+    else:
+        params, optimizer, start_step = init_params(model_config, seed), None, 0
+        batches = ShuffledBatches(len(train), batch_size, make_batch, seed=[seed, 1])
+    params, history = train_loop(
+        params, loss_and_grads, batches, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm, optimizer=optimizer, start_step=start_step,
+        eval_fn=evaluate, eval_every=eval_every or None, log_path=os.path.join(out_dir, "train_log.jsonl"),
+        checkpoint_dir=checkpoint_dir, checkpoint_every=CHECKPOINT_EVERY, progress=progress,
+    )
+
+    # 5. the model, in the hub layout, with what `minialign classify` needs
+    # transformers' checkpoints also count the batches each batchnorm has seen (torch's
+    # num_batches_tracked); write them so that transformers loads the model without a warning.
+    counters = {name.replace("running_mean", "num_batches_tracked"): np.array(steps, dtype=np.int64)  # steps is the total, resumed or not
+                for name in params if name.endswith("running_mean")}
+    AlignModel(model_config, {**params, **counters}).save_pretrained(out_dir)
+    image_processor().save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "labels.json"), "w", encoding="utf-8") as fh:
+        json.dump(class_names, fh, indent=1)
+    os.makedirs(os.path.join(out_dir, "examples"), exist_ok=True)
+    saved: dict[int, int] = {}
+    for e in test:
+        if saved.get(e.label, 0) < EXAMPLE_IMAGES_PER_CLASS:
+            saved[e.label] = saved.get(e.label, 0) + 1
+            name = f"{e.class_name.replace(' ', '_')}_{saved[e.label]}.png"
+            Image.fromarray(e.image).save(os.path.join(out_dir, "examples", name))
+    return {
+        "out_dir": out_dir,
+        "steps": steps,
+        "resumed_from": start_step if resume else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "eval": next((r["eval"] for r in reversed(history) if "eval" in r), None),
+        "seconds": history[-1]["elapsed_s"] if history else 0.0,
+    }
