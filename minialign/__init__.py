@@ -3,36 +3,41 @@
 Plain NumPy is the reference (``minialign.backends.reference``), the lesson every faster backend
 is checked against; transformers' ALIGN is the compatibility target:
 same config fields, same weight names, same outputs to float32 precision.
+
+The public names below are imported on first use (PEP 562): ``import minialign`` alone loads
+no NumPy, so that the ``minialign`` command can tune OpenBLAS before NumPy starts it (see
+``__main__.py``), and ``minialign --version`` answers at once.
 """
 
-from .align_model import AlignModel, AlignOutput
-from .checkpoint import CheckpointError
-from .config import AlignConfig, AlignTextConfig, AlignVisionConfig, ConfigError
-from .image_processing import EfficientNetImageProcessor, ImageInputError
-from .pipeline import ZeroShotImageClassificationPipeline, pipeline
-from .processing import AlignProcessor
-from .text_model import AlignTextModel, TextModelOutput
-from .tokenizer import BertTokenizer
-from .vision_model import AlignVisionModel, VisionModelOutput
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AlignConfig",
-    "AlignModel",
-    "AlignOutput",
-    "AlignProcessor",
-    "AlignTextConfig",
-    "AlignTextModel",
-    "AlignVisionConfig",
-    "AlignVisionModel",
-    "BertTokenizer",
-    "CheckpointError",
-    "ConfigError",
-    "EfficientNetImageProcessor",
-    "ImageInputError",
-    "TextModelOutput",
-    "VisionModelOutput",
-    "ZeroShotImageClassificationPipeline",
-    "pipeline",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "AlignModel": "align_model", "AlignOutput": "align_model",
+    "CheckpointError": "checkpoint",
+    "AlignConfig": "config", "AlignTextConfig": "config", "AlignVisionConfig": "config", "ConfigError": "config",
+    "EfficientNetImageProcessor": "image_processing", "ImageInputError": "image_processing",
+    "ZeroShotImageClassificationPipeline": "pipeline", "pipeline": "pipeline",
+    "AlignProcessor": "processing",
+    "AlignTextModel": "text_model", "TextModelOutput": "text_model",
+    "BertTokenizer": "tokenizer",
+    "AlignVisionModel": "vision_model", "VisionModelOutput": "vision_model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # the next access is a plain attribute
+        return value
+    raise AttributeError(f"module 'minialign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

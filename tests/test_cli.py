@@ -118,3 +118,23 @@ def test_embed_then_search(checkpoint, tmp_path, capsys):
     index.write_bytes(b"garbage")
     assert main(["search", str(index), "dog", "--model", checkpoint]) == 2
     assert "photos.safetensors" in capsys.readouterr().err
+
+
+def test_import_minialign_loads_no_numpy_and_the_command_tunes_openblas_first():
+    """`import minialign` is lazy, so the `minialign` command (minialign.__main__) runs before
+    NumPy loads and can set OPENBLAS_THREAD_TIMEOUT; a library import leaves the environment alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = ("import os, sys, minialign\n"
+            "assert 'numpy' not in sys.modules, 'import minialign loaded numpy'\n"
+            "assert 'OPENBLAS_THREAD_TIMEOUT' not in os.environ\n"
+            "from minialign.__main__ import main\n"
+            "sys.argv = ['minialign', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "16"

@@ -99,3 +99,26 @@ def test_every_tutorial_is_linked_from_a_walkthrough_page():
     pages = [p.read_text(encoding="utf-8") for p in (ROOT / "docs").rglob("*.md") if p.name != "index.md"]
     for tutorial in sorted((ROOT / "tutorials").glob("*.py")):
         assert any(f"tutorials/{tutorial.name}" in text for text in pages), f"no page links {tutorial.name}"
+
+
+def test_the_backend_numbers_are_those_of_the_committed_benchmark_results():
+    """numpy.py's table of tricks is what benchmarks/numpy_backend.py --table prints for the
+    committed result, and the times on the backends page are those of the committed vision-tower
+    runs (with OPENBLAS_THREAD_TIMEOUT=16, and at OpenBLAS's default of 28)."""
+    import minialign.backends.numpy as fast
+
+    results = ROOT / "benchmarks" / "results"
+    table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "numpy_backend.py"), "--table",
+                            str(results / "numpy_backend.json")], capture_output=True, text=True, check=True).stdout
+    assert table.strip() in fast.__doc__, "rerun numpy_backend.py --table and paste it into numpy.py's docstring"
+
+    tuned = json.loads((results / "vision_tower_cpu.json").read_text())
+    default = json.loads((results / "vision_tower_cpu_openblas_timeout_28.json").read_text())
+    assert tuned["openblas_thread_timeout"]["value"] == "16" and default["openblas_thread_timeout"]["value"] == "28"
+    page = " ".join((ROOT / "docs" / "backends.md").read_text().split())
+    seconds = {name: f"{run[key]['median_s']:.2f} s" for name, run, key in (
+        ("reference", tuned, "minialign_reference"), ("numpy", tuned, "minialign_numpy"),
+        ("torch", tuned, "transformers_torch_channels_last"), ("numpy, OpenBLAS default", default, "minialign_numpy"))}
+    assert (f"in {seconds['reference']}, the NumPy backend in {seconds['numpy']}, and transformers on torch in "
+            f"{seconds['torch']}") in page
+    assert f"takes {seconds['numpy']} instead of {seconds['numpy, OpenBLAS default']}" in page

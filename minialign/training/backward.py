@@ -371,7 +371,7 @@ def conv2d_backward(dout: np.ndarray, cache):
     then col2im: each patch entry (c, i, j) of output pixel (y, x) was copied from the padded
     input at (y*s + i, x*s + j, c), so its gradient is added back there -- k*k strided adds of a
     [B, Ho, Wo, Cin] slab, where overlapping windows (stride < k) accumulate -- and the padding's
-    share is cropped off. Both run tap by tap (``reference.tap``), so no patch matrix is built.
+    share is cropped off. The patch matrix is rebuilt from the cached x (one copy), not cached.
 
     Returns (dx, dweight, dbias).
     """
@@ -379,14 +379,15 @@ def conv2d_backward(dout: np.ndarray, cache):
     cout, cin, k, _ = weight.shape
     x_pad = reference.pad_hw(x, padding)  # [B, Hp, Wp, Cin]
     B, Ho, Wo = dout.shape[:3]
+    taps = [(i, j) for i in range(k) for j in range(k)]
+    # patches[b, y, x, c, i*k + j] = x_pad[b, y*s + i, x*s + j, c]: (c, i, j) order, as W's [Cin, k, k]
+    patches = np.stack([reference.tap(x_pad, i, j, stride, Ho, Wo) for i, j in taps], axis=-1)
     dout2d = dout.reshape(-1, cout)  # [N, Cout]
-    dweight = np.empty(weight.shape, dtype=dout.dtype)
+    dweight = (dout2d.T @ patches.reshape(-1, cin * k * k)).reshape(weight.shape)
+    dpatches = (dout2d @ weight.reshape(cout, -1)).reshape(B, Ho, Wo, cin, k * k)
     dx_pad = np.zeros(x_pad.shape, dtype=dout.dtype)
-    for i in range(k):
-        for j in range(k):
-            tap = reference.tap(x_pad, i, j, stride, Ho, Wo)  # [B, Ho, Wo, Cin], a view into x_pad
-            dweight[:, :, i, j] = dout2d.T @ tap.reshape(-1, cin)
-            reference.tap(dx_pad, i, j, stride, Ho, Wo)[...] += (dout2d @ weight[:, :, i, j]).reshape(B, Ho, Wo, cin)
+    for t, (i, j) in enumerate(taps):
+        reference.tap(dx_pad, i, j, stride, Ho, Wo)[...] += dpatches[..., t]
     dbias = _sum_rows(dout) if has_bias else None
     return _crop_hw(dx_pad, padding), dweight, dbias
 
@@ -509,7 +510,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, runn
     mean = x.mean(axis=(0, 1, 2))  # [C]
     centered = x - mean
     var = np.mean(centered * centered, axis=(0, 1, 2))  # [C], biased; two passes like layer_norm
-    out = reference.batch_norm(x, weight, bias, mean, var, eps)
+    scale = weight / np.sqrt(var + np.float32(eps))  # [C]
+    out = x * scale + (bias - mean * scale)  # = (x - mean) / sqrt(var + eps) * weight + bias, two passes over x
     m = np.float32(momentum)
     new_mean = (1 - m) * running_mean + m * mean
     new_var = (1 - m) * running_var + m * (var * np.float32(n / (n - 1)))
