@@ -12,15 +12,13 @@ is projected from the [CLS] state, not from BERT's tanh pooler (which the checkp
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import DEFAULT_BACKEND, get_ops
+from .backends import get_ops
 from .backends.contract import Ops
 from .config import AlignConfig, ConfigError
-from .hub import resolve_model_dir
 from .loss import align_loss, l2_normalize
 from .modeling import PretrainedModel
 from .text_model import AlignTextModel, TextModelOutput
@@ -71,15 +69,6 @@ class AlignModel(PretrainedModel):
         shapes["text_projection.bias"] = (config.projection_dim,)
         shapes["temperature"] = ()
         return shapes
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
-                        device: str | None = None, dtype: str = "float32"):
-        """Load from a local directory laid out like the hub's ``kakaobrain/align-base``, or from a
-        hub id found in the local Hugging Face cache (see ``minialign.hub``). ``backend``,
-        ``device`` and ``dtype`` choose the ops (see ``minialign.backends.get_ops``)."""
-        return super().from_pretrained(resolve_model_dir(path_or_id), strict=strict, backend=backend,
-                                       device=device, dtype=dtype)
 
     @property
     def temperature(self) -> float:

@@ -1,6 +1,8 @@
-"""Finding a model directory: a local path, or a hub id such as ``kakaobrain/align-base``.
+"""Finding a model directory: a local path, the name of a model shipped inside minialign
+(``align-nano``), or a hub id such as ``kakaobrain/align-base``.
 
-minialign never needs the network. A hub id is looked up, in order:
+minialign never needs the network. A name is looked up, in order:
+0. as a local directory, then among the models shipped in ``minialign/models/`` (by folder name);
 1. in the local Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``), where ``huggingface_hub`` and transformers keep downloads as
    ``models--{org}--{name}/snapshots/{commit}/`` with ``refs/main`` naming the commit;
@@ -14,6 +16,10 @@ from __future__ import annotations
 import os
 
 from .checkpoint import CheckpointError
+
+# The models shipped inside the package, one folder each, found by name: from_pretrained("align-nano").
+EMBEDDED_MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
+DEFAULT_MODEL = "align-nano"  # what the pipeline and the command line use when given no model
 
 # The files minialign reads from a hub-layout directory.
 MODEL_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "vocab.txt",
@@ -39,6 +45,14 @@ def cached_snapshot(repo_id: str, revision: str = "main") -> str | None:
     return snapshot if os.path.isfile(os.path.join(snapshot, "config.json")) else None
 
 
+def embedded_models() -> list[str]:
+    """The names of the models shipped inside this installation (folders with a config.json)."""
+    if not os.path.isdir(EMBEDDED_MODELS_DIR):
+        return []
+    return sorted(name for name in os.listdir(EMBEDDED_MODELS_DIR)
+                  if os.path.isfile(os.path.join(EMBEDDED_MODELS_DIR, name, "config.json")))
+
+
 def looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
@@ -49,8 +63,11 @@ def resolve_model_dir(path_or_id: str | os.PathLike) -> str:
     path = os.fspath(path_or_id)
     if os.path.isdir(path):
         return path
+    if path in embedded_models():
+        return os.path.join(EMBEDDED_MODELS_DIR, path)
     if not looks_like_hub_id(path):
-        raise CheckpointError(f"model directory not found: {path}")
+        shipped = ", ".join(embedded_models()) or "none in this installation"
+        raise CheckpointError(f"model directory not found: {path} (the models shipped with minialign: {shipped})")
     snapshot = cached_snapshot(path)
     if snapshot:
         return snapshot
@@ -68,6 +85,6 @@ def resolve_model_dir(path_or_id: str | os.PathLike) -> str:
         reason = " (HF_HUB_OFFLINE is set)" if offline else " (huggingface_hub is not installed)"
     raise CheckpointError(
         f"{path!r} is neither a local directory nor in the Hugging Face cache at {hf_cache_dir()}{reason}. "
-        f"Download it once, e.g. `huggingface-cli download {path}` or "
+        f"Download it once, e.g. `hf download {path}` (huggingface_hub's command) or "
         f"`git clone https://huggingface.co/{path}`, and pass the directory."
     )

@@ -28,11 +28,17 @@ Decisions where transformers' image processor alone would pass a bad image on or
 - Colour: every image becomes RGB the way ``transformers.image_utils.load_image`` (and so every
   transformers pipeline) does it: ``PIL.ImageOps.exif_transpose`` then ``image.convert("RGB")``.
   Grayscale is replicated, alpha is dropped (not blended), palettes are looked up, CMYK/YCbCr/...
-  are converted by Pillow. 16- and 32-bit integer modes ("I;16", "I") and float mode "F" are
-  *clipped* to 0..255 by that conversion, not scaled: a full-range 16-bit image comes out mostly
-  white. That is what ``load_image`` gives, so we keep it for parity; scale such images to 8 bits
-  yourself for anything better. With ``do_convert_rgb=True`` alpha is instead composited onto
-  white, as transformers' ``convert_to_rgb`` does for that option.
+  are converted by Pillow. With ``do_convert_rgb=True`` alpha is instead composited onto white, as
+  transformers' ``convert_to_rgb`` does for that option.
+- 16-bit, 32-bit integer and float images (PIL modes "I;16", "I", "F"; a 16-bit grayscale PNG
+  opens as "I;16") are *not* clipped to 0..255 as ``convert("RGB")`` would do (a full-range
+  16-bit image would come out mostly white, silently). They follow transformers' image processor,
+  which takes such an image as an array: values that are all integers in 0..255 are pixels (then
+  every transformers path agrees); other integers are refused, naming the mode and range, with the
+  fix (convert to 8 bits; for 16 bits ``>> 8``). An in-memory "F" image follows the float-array
+  rule below; an "F" *file* must hold 0..255 integers, since a file cannot say it is pre-scaled.
+  16-bit RGB(A) PNGs need nothing: Pillow reads them as 8-bit RGB(A), top byte kept.
+- Multi-frame files (animated GIF / PNG, multi-page TIFF): the first frame, as load_image.
 - Arrays are channels-last only: [H, W] or [H, W, C] with C in 1 (gray), 2 (gray + alpha),
   3 (RGB), 4 (RGBA). transformers guesses channels-first for shapes like (3, 4, 3); we do not
   guess. Pass ``input_data_format="channels_first"`` for [C, H, W] arrays.
@@ -43,9 +49,16 @@ Decisions where transformers' image processor alone would pass a bad image on or
   else is an error. Without a resize, floats go through unquantised. Note that such [0, 1] floats
   are then *still* multiplied by ``rescale_factor`` (transformers does the same): pass
   ``do_rescale=False`` for them. A warning says so.
-- NaN / inf, zero-size images, unreadable or truncated files are errors naming the input (its
-  list index and path). Pillow's decompression-bomb refusal is kept (PIL.Image.MAX_IMAGE_PIXELS is
-  left alone) and re-raised with the path. URLs and base64 strings are not fetched or decoded.
+- NaN / inf, zero-size images, unreadable, truncated, empty or non-image files, directories,
+  missing paths, broken or looping symbolic links are errors naming the input (its list index and
+  path): ``ImageInputError`` (a ValueError), or ``FileNotFoundError`` for a missing file. URLs and
+  base64 strings are not fetched or decoded.
+- Size: Pillow's decompression-bomb limit is kept (PIL.Image.MAX_IMAGE_PIXELS is left alone).
+  Over 2 * MAX_IMAGE_PIXELS pixels (about 179 million by default: 14000x14000 is over it) is
+  ``ImageTooLargeError`` (an ImageInputError, and still a ``PIL.Image.DecompressionBombError``)
+  naming the file, its pixel count, the limit and how to raise it. Between MAX_IMAGE_PIXELS and
+  twice that Pillow reads the image and warns; that warning, like every other warning Pillow gives
+  while reading a file (corrupt EXIF ...), is issued again as one warning naming the file.
 - Output: always one float32 array [B, 3, H, W], also for ``return_tensors=None`` (transformers
   gives a list of arrays there). Images of different final sizes (possible only with
   ``do_resize=False`` and ``do_center_crop=False``) cannot be stacked and are an error.
@@ -61,6 +74,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -90,6 +104,10 @@ class ImageInputError(ValueError):
     """An image that cannot be processed: unreadable, truncated, empty, wrong shape/dtype/values."""
 
 
+class ImageTooLargeError(ImageInputError, Image.DecompressionBombError):
+    """A file over Pillow's decompression-bomb limit: an ImageInputError that is still Pillow's type."""
+
+
 class BatchFeature(dict):
     """The processor's output: a dict, also readable by attribute (``out.pixel_values``), as in transformers."""
 
@@ -102,18 +120,63 @@ class BatchFeature(dict):
 
 # -- step 1: load one input as [h, w, 3] ------------------------------------------------------
 
+# One band of 16-bit or 32-bit integers or 32-bit floats: values Pillow's convert("RGB") clips.
+_WIDE_KIND = {"I": "32-bit integer", "F": "32-bit float"}
 
-def _pil_to_rgb(image: Image.Image, label: str, do_convert_rgb: bool) -> np.ndarray:
-    """PIL image of any mode -> [h, w, 3] uint8, the way transformers' ``load_image`` converts it."""
+
+def _is_wide(mode: str) -> bool:
+    return mode in _WIDE_KIND or mode.startswith("I;16")  # I;16, I;16L, I;16B, I;16N
+
+
+def _wide_to_rgb(image: Image.Image, label: str, from_file: bool) -> np.ndarray:
+    """Mode I;16 / I / F image -> [h, w, 3] uint8 (or float32 for an in-memory float image).
+
+    transformers' image processor reads these as arrays: integers must be 0..255 pixels (it refuses
+    the rest; convert("RGB") would clip them, silently). Floats follow the float-array rule, except
+    that a file's floats must be 0..255 integers too (a file cannot say it is already rescaled).
+    """
+    values = np.asarray(image)  # [h, w] uint16 / int32 / float32
+    kind = _WIDE_KIND.get(image.mode, "16-bit")
+    floating = np.issubdtype(values.dtype, np.floating)
+    if floating and not np.isfinite(values).all():
+        raise ImageInputError(f"{label}: the {kind} image (PIL mode {image.mode!r}) contains NaN or inf")
+    low, high = values.min(), values.max()
+    if floating and not from_file:
+        return _array_to_rgb(values, label, do_convert_rgb=False, channels_first=False)  # transformers' float rule
+    if (np.round(values) == values).all() and 0 <= low and high <= 255:
+        return np.repeat(values.astype(np.uint8)[:, :, None], 3, axis=2)  # [h, w] -> [h, w, 3]
+    found = f"in [{low:.4g}, {high:.4g}]" if floating else f"{low}..{high}"
+    how = ", e.g. Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))" if kind == "16-bit" else ""
+    raise ImageInputError(
+        f"{label}: a {kind} image (PIL mode {image.mode!r}) with values {found}, not 0..255 pixels; minialign "
+        f"does not guess their scale (transformers' load_image would clip them to 0..255): convert it to "
+        f"8 bits first{how}"
+    )
+
+
+def _pil_to_rgb(image: Image.Image, label: str, do_convert_rgb: bool, from_file: bool = False) -> np.ndarray:
+    """PIL image of any mode -> [h, w, 3] uint8, the way transformers' ``load_image`` converts it.
+
+    (Modes I;16 / I / F: see ``_wide_to_rgb``, which may give float32.)
+    """
     try:
         image.load()  # decode now: a lazily opened, truncated file fails here, not in resize
     except Exception as err:  # PIL decoders raise OSError, SyntaxError, EOFError, struct.error ...
         raise ImageInputError(f"{label}: cannot decode the image: {err}") from err
     if image.width == 0 or image.height == 0:
         raise ImageInputError(f"{label}: zero-size image ({image.width}x{image.height} pixels)")
-    # Turn the pixels upright when a camera stored an EXIF orientation tag (load_image does too).
-    image = ImageOps.exif_transpose(image)
+    try:
+        # Turn the pixels upright when a camera stored an EXIF orientation tag (load_image does too).
+        image = ImageOps.exif_transpose(image)
+    except Exception as err:
+        raise ImageInputError(f"{label}: cannot apply its EXIF orientation: {err}") from err
+    if _is_wide(image.mode):
+        return _wide_to_rgb(image, label, from_file)
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+    if image.mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        # A palette with an alpha per entry (PNG's tRNS): P -> RGB straight would warn that it
+        # "should be converted to RGBA"; through RGBA gives the same colours, quietly.
+        image = image.convert("RGBA")
     try:
         if do_convert_rgb and has_alpha:
             # transformers' convert_to_rgb: composite onto an opaque white background.
@@ -121,30 +184,76 @@ def _pil_to_rgb(image: Image.Image, label: str, do_convert_rgb: bool) -> np.ndar
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             rgb = Image.alpha_composite(white, rgba).convert("RGB")
         else:
-            # load_image's rule: Pillow's own conversion. Alpha is dropped; "I;16", "I" and "F"
-            # values are clipped to 0..255 (not scaled), exactly as load_image gives them.
-            rgb = image.convert("RGB")
+            rgb = image.convert("RGB")  # load_image's rule: Pillow's own conversion; alpha is dropped
     except ValueError as err:  # e.g. "conversion from La to RGB not supported"
         raise ImageInputError(f"{label}: cannot convert a mode {image.mode!r} image to RGB: {err}") from err
     return np.asarray(rgb)  # [h, w, 3] uint8
 
 
+def _reissue_warnings(caught: list[warnings.WarningMessage], label: str, size: tuple[int, int] | None) -> None:
+    """The warnings caught while reading one image, issued again naming it: one line per category."""
+    bombs = [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    if bombs and size is not None and Image.MAX_IMAGE_PIXELS is not None:
+        width, height = size
+        warnings.warn(
+            f"{label}: {width}x{height} = {width * height:,} pixels, more than PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS:,} (Pillow's warning limit for possible decompression bombs); read anyway, "
+            f"as Pillow does up to {2 * Image.MAX_IMAGE_PIXELS:,} pixels",
+            Image.DecompressionBombWarning,
+        )
+        caught = [w for w in caught if w not in bombs]
+    by_category: dict[type[Warning], dict[str, None]] = {}  # category -> messages, once each, in order
+    for w in caught:
+        by_category.setdefault(w.category, {})[" ".join(str(w.message).split())] = None
+    for category, messages in by_category.items():
+        warnings.warn(f"{label}: {'; '.join(messages)}", category)
+
+
 def _open_file(path: str | os.PathLike, label: str, do_convert_rgb: bool) -> np.ndarray:
-    """Image file -> [h, w, 3] uint8; every failure names the file."""
+    """Image file -> [h, w, 3] uint8; every failure names the file, and so does every warning."""
     path = os.fspath(path)
     label = f"{label} ({path!r})"
-    try:
-        with Image.open(path) as image:  # refuses decompression bombs (> 2 * MAX_IMAGE_PIXELS)
-            return _pil_to_rgb(image, label, do_convert_rgb)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{label}: no such image file") from None
-    except Image.DecompressionBombError as err:
-        # Keep Pillow's refusal (and its type), add which file it was.
-        raise Image.DecompressionBombError(f"{label}: {err}") from None
-    except ImageInputError:
-        raise
-    except Exception as err:  # not an image (UnidentifiedImageError), a directory, unreadable ...
-        raise ImageInputError(f"{label}: cannot read the file as an image: {err}") from err
+    if os.path.isdir(path):
+        raise ImageInputError(f"{label}: is a directory, not an image file")
+    # Pillow warns through the warnings module (decompression-bomb range, corrupt EXIF ...): catch
+    # them here so they can be issued again naming the file. (catch_warnings is process-wide: do
+    # not read images from several threads at once and expect other threads' warnings to show.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with Image.open(path) as image:  # refuses decompression bombs (> 2 * MAX_IMAGE_PIXELS)
+                size = image.size
+                pixels = _pil_to_rgb(image, label, do_convert_rgb, from_file=True)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise FileNotFoundError(
+                    f"{label}: no such image file (a symbolic link to {os.readlink(path)!r}, which does not exist)"
+                ) from None
+            raise FileNotFoundError(f"{label}: no such image file") from None
+        except Image.DecompressionBombError as err:
+            # Keep Pillow's refusal and its limit; say which file, how big, and how to get past it.
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            pixels = f"{int(found[1]):,} pixels" if found else "too many pixels"
+            raise ImageTooLargeError(
+                f"{label}: {pixels}, over Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS:,} for one image "
+                "(2 * PIL.Image.MAX_IMAGE_PIXELS), refused as a possible decompression bomb; if you trust the "
+                "file, raise the limit before processing (PIL.Image.MAX_IMAGE_PIXELS = None removes it), or "
+                "save a smaller copy: the processor resizes it anyway"
+            ) from None
+        except Image.UnidentifiedImageError:  # an OSError: before the OSError case
+            if os.path.getsize(path) == 0:
+                raise ImageInputError(f"{label}: empty file (0 bytes), not an image") from None
+            raise ImageInputError(f"{label}: not an image file Pillow can read (unknown format)") from None
+        except ImageInputError:
+            raise
+        except OSError as err:
+            if err.errno is not None:  # from the system: permission denied, a symbolic-link loop ...
+                raise ImageInputError(f"{label}: cannot open the file: {err.strerror or err}") from None
+            raise ImageInputError(f"{label}: cannot read the file as an image: {err}") from err  # from Pillow
+        except Exception as err:  # Pillow's parsers also raise ValueError, SyntaxError, struct.error ...
+            raise ImageInputError(f"{label}: cannot read the file as an image: {err}") from err
+    _reissue_warnings(caught, label, size)
+    return pixels
 
 
 def _over_white(color: np.ndarray, alpha: np.ndarray, label: str) -> np.ndarray:
@@ -220,11 +329,15 @@ def _array_to_rgb(array: np.ndarray, label: str, do_convert_rgb: bool, channels_
 def load_image(
     image: Any, *, label: str = "image", do_convert_rgb: bool = False, channels_first: bool = False
 ) -> np.ndarray:
-    """One input (path, PIL image or array) -> [h, w, 3] uint8, or float for float arrays."""
+    """One input (path, PIL image or array) -> [h, w, 3] uint8, or float for float arrays / "F" images."""
     if isinstance(image, (str, os.PathLike)):
         return _open_file(image, label, do_convert_rgb)
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image, label, do_convert_rgb)
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's warnings, named (see _open_file)
+            warnings.simplefilter("always")
+            pixels = _pil_to_rgb(image, label, do_convert_rgb)
+        _reissue_warnings(caught, label, image.size)
+        return pixels
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, label, do_convert_rgb, channels_first)
     raise TypeError(
@@ -533,10 +646,13 @@ class EfficientNetImageProcessor:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> EfficientNetImageProcessor:
-        """Read ``directory/preprocessor_config.json`` (or the .json file itself)."""
+        """Read ``directory/preprocessor_config.json`` (or the .json file itself); ``directory`` may
+        also name a model shipped with minialign (``"align-nano"``) or a cached hub id."""
         path = os.fspath(directory)
-        if os.path.isdir(path):
-            path = os.path.join(path, CONFIG_NAME)
+        if not os.path.isfile(path):
+            from .hub import resolve_model_dir
+
+            path = os.path.join(resolve_model_dir(path), CONFIG_NAME)
         data = read_json_object(path, error=ConfigError, not_found=f"image processor config not found: {path}")
         try:
             return cls.from_dict(data)

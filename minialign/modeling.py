@@ -17,8 +17,9 @@ from typing import ClassVar
 import numpy as np
 
 from .backends import DEFAULT_BACKEND, get_ops
-from .checkpoint import CheckpointError, check_state_dict, load_state_dict, strip_prefix, write_safetensors
+from .checkpoint import check_state_dict, load_state_dict, strip_prefix, write_safetensors
 from .config import AlignConfig, _Config
+from .hub import resolve_model_dir
 
 
 class PretrainedModel:
@@ -71,12 +72,11 @@ class PretrainedModel:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
                         device: str | None = None, dtype: str = "float32"):
-        """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory,
-        to run on ``backend`` ("numpy", "reference" or "triton"; see ``minialign.backends.get_ops``)."""
+        """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory, the
+        name of a model shipped with minialign (``"align-nano"``) or a hub id in the local Hugging
+        Face cache (``minialign.hub``), to run on ``backend`` ("numpy", "reference" or "triton"; see ``minialign.backends.get_ops``)."""
         ops = get_ops(backend, device=device, dtype=dtype)  # first: a bad backend fails before any loading
-        directory = os.fspath(directory)
-        if not os.path.isdir(directory):
-            raise CheckpointError(f"model directory not found: {directory}")
+        directory = resolve_model_dir(directory)
         config = cls.config_from_pretrained(directory)
         state = load_state_dict(directory)
         return cls(config, cls._select_weights(state), strict=strict, ops=ops)

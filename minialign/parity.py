@@ -320,8 +320,14 @@ def parity_report(model_dir: str | os.PathLike, *, reference_dir: str | os.PathL
     model_dir = resolve_model_dir(model_dir)
     reference_dir = model_dir if reference_dir is None else resolve_model_dir(reference_dir)
     ours = AlignModel.from_pretrained(model_dir)
-    theirs = transformers.AlignModel.from_pretrained(reference_dir, attn_implementation="eager",
-                                                     dtype=torch.float32)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # stderr is for our messages; the report is the output
+    try:
+        theirs = transformers.AlignModel.from_pretrained(reference_dir, attn_implementation="eager",
+                                                         dtype=torch.float32)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     batch = make_batch(AlignProcessor.from_pretrained(model_dir), texts, images, seed)
     inputs = {"minialign": model_dir, "transformers": f"{transformers.__version__} {reference_dir}"}
     return compare_models(ours, theirs, batch, atol=atol, rtol=rtol, inputs=inputs)

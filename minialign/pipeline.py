@@ -14,6 +14,7 @@ wording. Label embeddings are computed once per (labels, templates) and reused a
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -22,16 +23,18 @@ import numpy as np
 from .align_model import AlignModel
 from .backends import DEFAULT_BACKEND
 from .backends.reference import softmax
+from .hub import DEFAULT_MODEL, EMBEDDED_MODELS_DIR
 from .loss import l2_normalize
 from .processing import AlignProcessor
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
-# The embedded default model (a tiny ALIGN trained by `minialign train`) lives here once shipped.
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "models", "align-nano")
+# The embedded default model: a tiny ALIGN trained by `minialign train`, shipped in the package.
+DEFAULT_MODEL_DIR = os.path.join(EMBEDDED_MODELS_DIR, DEFAULT_MODEL)
 
 
 def default_model_dir() -> str:
-    """The directory of the embedded default model, or a clear error while none is shipped."""
+    """The directory of the embedded default model (``from_pretrained("align-nano")`` finds it by
+    name too), or a clear error in an installation that lacks it."""
     if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "config.json")):
         raise FileNotFoundError(
             "minialign has no embedded default model in this installation (expected at "
@@ -64,6 +67,27 @@ def _check_templates(hypothesis_template) -> list[str]:
     return templates
 
 
+class UnknownWordsWarning(UserWarning):
+    """Candidate labels hold words that the model's vocabulary maps to [UNK]."""
+
+
+def few(words: Sequence[str], shown: int = 5) -> str:
+    """``'a', 'b', 'c' and 4 more``: a list of words for a one-line message, however long it is."""
+    quoted = ", ".join(map(repr, words[:shown]))
+    return quoted + (f" and {len(words) - shown} more" if len(words) > shown else "")
+
+
+def unknown_words(tokenizer, labels: Sequence[str]) -> list[str]:
+    """The words of ``labels`` (split on whitespace) that ``tokenizer`` reads as its unknown token,
+    in order of first appearance: every such word is the same token to the text tower."""
+    unknown: dict[str, None] = {}
+    for label in labels:
+        for word in label.split():
+            if tokenizer.unk_token in tokenizer.tokenize(word):
+                unknown[word] = None
+    return list(unknown)
+
+
 class ZeroShotImageClassificationPipeline:
     """``classifier(images, candidate_labels, hypothesis_template=...)``.
 
@@ -85,6 +109,10 @@ class ZeroShotImageClassificationPipeline:
         if key in self._label_cache:
             self._label_cache.move_to_end(key)
             return self._label_cache[key]
+        if unknown := unknown_words(self.processor.tokenizer, labels):
+            warnings.warn(f"the model's vocabulary does not know {few(unknown)}: each reads as "
+                          f"{self.processor.tokenizer.unk_token}, so labels that differ only in such words look "
+                          "alike to the model and their scores say little", UnknownWordsWarning, stacklevel=3)
         sentences = [t.format(label) for label in labels for t in templates]  # label-major: [L*K]
         # padding=True (to the longest sentence), as transformers' pipeline tokenizes.
         tokens = self.processor(text=sentences, padding=True, truncation=True, max_length=None)

@@ -10,12 +10,17 @@ The index file
 A safetensors file with one tensor and string metadata (safetensors allows only str -> str):
 
     embeddings   float32 [N, D], rows L2-normalised, rows ordered by path
-    __metadata__ format   "minialign-retrieval-index"
-                 version  "1"
-                 model_id the model that made the embeddings (see embed_folder)
-                 dim      str(D)
-                 count    str(N)
-                 paths    JSON list of N paths relative to the folder, "/"-separated, sorted
+    __metadata__ format       "minialign-retrieval-index"
+                 version      "2"
+                 model_id     the model's name as the user gave it (see embed_folder)
+                 model_sha256 model_fingerprint(model): "sha256:<64 hex>" of its config and weights,
+                              or "" when unknown (an Index saved without one)
+                 dim          str(D)
+                 count        str(N)
+                 paths        JSON list of N paths relative to the folder, "/"-separated, sorted
+
+Version "1" files (no model_sha256) are still read: their hash is unknown, except when their
+model_id is itself a fingerprint (``embed_folder`` with ``model_id=None`` stored one there).
 
 Rows are kept sorted by path (Python string order), so an index built in several resumed runs is
 the same file as one built in a single run. The paths live in the JSON header, which safetensors
@@ -23,32 +28,50 @@ caps at 100 MB: about a million paths of ordinary length.
 
 Decisions in ``embed_folder``
 -----------------------------
-- Files: the folder is walked recursively (symlinked folders are not entered, symlinked files
-  are read); a file is an image when its extension, in any case, is in ``IMAGE_EXTENSIONS``.
-  Other files are ignored silently; image-named files that cannot be read (truncated, not an
-  image at all, no permission) are reported in ``EmbedReport.failed`` with the reason and
-  skipped -- never fatal. A model output that is zero or not finite is reported the same way.
+- Checked before any work (``check_embed_paths``, which the command line runs before loading the
+  model): the folder exists and can be listed; the index path is not a folder, its folder exists
+  and a file can be created there; the folder holds at least one image file. A folder without
+  images is an error even when the index already exists: a run could do nothing, and the likely
+  cause is a wrong path (a typo, an unmounted disk) that a "0 images indexed" would hide.
+- Files: the folder is walked recursively (symlinked folders are not entered, so a symlink loop
+  is never followed; symlinked files are read); a file is an image when its extension, in any
+  case, is in ``IMAGE_EXTENSIONS``. Other files are ignored silently. Reported in
+  ``EmbedReport.failed`` with the reason and skipped, never fatal: image-named files that cannot be
+  read (truncated, not an image at all, no permission, a broken or looping symlink, a FIFO or
+  device), sub-folders that cannot be listed (``"sub/"``), and model outputs that are zero or
+  not finite.
 - Batches are ``batch_size`` *files*; a failed file makes its batch smaller.
-- Resuming: if ``index_path`` exists it must be a valid index made with the same ``model_id``
-  (else an error; the file is never overwritten then). Paths already in it are skipped, so only
-  new files are embedded. Files that failed before are tried again. A file whose content changed
-  keeps its old embedding (paths are the key); entries whose file is gone are kept and counted in
-  ``EmbedReport.stale``. Delete the index to rebuild from scratch.
+- Resuming: if ``index_path`` exists it must be a valid index made by the same model, else an
+  error and the file is never overwritten. "The same model" is the same ``model_fingerprint``
+  when the index records one (whatever name it was given); for an index without one (version
+  "1") the same ``model_id``, and the fingerprint is recorded from then on. Paths already in it
+  are skipped, so only new files are embedded. Files that failed before are tried again. A file
+  whose content changed keeps its old embedding (paths are the key); entries whose file is gone
+  are kept and counted in ``EmbedReport.stale``. Delete the index to rebuild from scratch.
 - Saving: the whole index is rewritten every ``checkpoint_every`` batches, at the end, and when the
-  run is interrupted (Ctrl-C or any exception, before re-raising). Each write goes to a temporary
-  file next to the index and is then moved over it with ``os.replace``, so a crash mid-write
-  leaves the previous index intact.
-- ``model_id=None`` stores ``model_fingerprint(model)``: a SHA-256 of the config and every weight,
-  so that resuming with other weights is caught even without a name. Hashing reads every weight
-  once (about a second for align-base).
-- Progress: a tqdm bar on stderr when tqdm is importable (it is not a dependency), else a line on
-  stderr every few batches. Nothing is ever written to stdout.
+  run is interrupted (Ctrl-C or any exception, before re-raising). The exception then carries the
+  ``EmbedReport`` as ``embed_report`` (``total``: the rows the file holds); a bare
+  ``KeyboardInterrupt`` also gets ``report.saved()`` as its message: "N images saved to INDEX;
+  run the same command again to resume".
+  Each write goes to a temporary file next to the index and is then moved over it with
+  ``os.replace``, so a crash mid-write leaves the previous index intact.
+- The model's fingerprint (a SHA-256 of the config and every weight) is always recorded, so that
+  resuming or searching with other weights is caught whatever the names; ``model_id=None``
+  records it as the name too. Hashing reads every weight once (about half a second for
+  align-base).
+- Progress: a tqdm bar on stderr (``minialign.progress``), shown only when stderr is a terminal
+  and ``progress`` is true. Nothing is ever written to stdout.
 
 Decisions in ``search``
 -----------------------
 The query is L2-normalised, scores are ``embeddings @ query`` (cosine similarity). Results are
 ordered by score, ties by index row (= by path); ``k`` larger than the index returns every row,
-``k < 1`` and an empty index are errors.
+``k < 1``, an empty index and an empty or blank text query are errors.
+
+``search_text`` and ``search_image`` first run ``check_index_model``: scores between embeddings
+of two different models mean nothing, so an index made by another model (another fingerprint) is
+an error naming both, unless ``force=True``. An index that does not record its fingerprint
+(version "1") is compared by ``model_id`` when the caller gives one, else searched with a note.
 
 Metrics: CLIP_benchmark's definitions
 -------------------------------------
@@ -78,8 +101,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
-import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,11 +113,16 @@ from PIL import Image
 
 from .checkpoint import CheckpointError, read_safetensors
 from .image_processing import ImageInputError
+from .progress import progress as progress_bar
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 INDEX_FORMAT = "minialign-retrieval-index"
-INDEX_VERSION = "1"
-_METADATA_KEYS = ("format", "version", "model_id", "dim", "count", "paths")
+INDEX_VERSION = "2"  # "2" added model_sha256
+_METADATA_KEYS = {  # version -> the keys it must have
+    "1": ("format", "version", "model_id", "dim", "count", "paths"),
+    "2": ("format", "version", "model_id", "model_sha256", "dim", "count", "paths"),
+}
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 # -- the index file ----------------------------------------------------------------------------
@@ -103,9 +132,14 @@ _METADATA_KEYS = ("format", "version", "model_id", "dim", "count", "paths")
 class Index:
     embeddings: np.ndarray  # [N, D] float32, rows L2-normalised
     paths: list[str]  # N paths relative to the embedded folder, "/"-separated
-    model_id: str
+    model_id: str  # the model's name as given (a hub id, a directory), or its fingerprint
+    model_sha256: str | None = None  # model_fingerprint of the model; None: unknown
+    file: str | None = field(default=None, compare=False)  # where load_index read it, for messages
 
     def __post_init__(self) -> None:
+        if self.model_sha256 is not None and not _FINGERPRINT.fullmatch(self.model_sha256):
+            raise ValueError(f"Index: model_sha256 must be 'sha256:' and 64 hex digits or None, got "
+                             f"{self.model_sha256!r}")
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.paths):
             raise ValueError(
                 f"Index: embeddings must be [N, D] with N = len(paths) = {len(self.paths)}, found "
@@ -131,6 +165,7 @@ def save_index(index: Index, path: str | os.PathLike) -> None:
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
         "model_id": index.model_id,
+        "model_sha256": index.model_sha256 or "",
         "dim": str(index.dim),
         "count": str(len(index)),
         "paths": json.dumps(index.paths),  # ASCII-escaped: undecodable file names survive too
@@ -168,12 +203,21 @@ def load_index(path: str | os.PathLike) -> Index:
     metadata = _read_metadata(path)
     if not metadata:
         raise bad("no __metadata__ in the safetensors header")
-    if missing := [key for key in _METADATA_KEYS if key not in metadata]:
+    if missing := [key for key in ("format", "version") if key not in metadata]:
         raise bad(f"the metadata lacks {missing} (has {sorted(metadata)})")
     if metadata["format"] != INDEX_FORMAT:
         raise bad(f"format is {metadata['format']!r}, expected {INDEX_FORMAT!r}")
-    if metadata["version"] != INDEX_VERSION:
-        raise bad(f"format version {metadata['version']!r}; this minialign reads version {INDEX_VERSION}")
+    version = metadata["version"]
+    if version not in _METADATA_KEYS:
+        raise bad(f"format version {version!r}; this minialign reads versions {', '.join(_METADATA_KEYS)}")
+    if missing := [key for key in _METADATA_KEYS[version] if key not in metadata]:
+        raise bad(f"the metadata lacks {missing} (has {sorted(metadata)})")
+    if version == "1":  # before model_sha256: known only when the fingerprint was stored as the model_id
+        model_sha256 = metadata["model_id"] if _FINGERPRINT.fullmatch(metadata["model_id"]) else None
+    else:
+        model_sha256 = metadata["model_sha256"] or None
+        if model_sha256 is not None and not _FINGERPRINT.fullmatch(model_sha256):
+            raise bad(f"model_sha256 is {model_sha256!r}, not 'sha256:' and 64 hex digits")
     if sorted(tensors) != ["embeddings"]:
         raise bad(f"expected exactly one tensor 'embeddings', found {sorted(tensors)}")
     embeddings = tensors["embeddings"]
@@ -193,7 +237,8 @@ def load_index(path: str | os.PathLike) -> Index:
         )
     if len(set(paths)) != len(paths):
         raise bad("the same path is listed twice")
-    return Index(embeddings=embeddings, paths=paths, model_id=metadata["model_id"])
+    return Index(embeddings=embeddings, paths=paths, model_id=metadata["model_id"], model_sha256=model_sha256,
+                 file=path)
 
 
 # -- embedding ---------------------------------------------------------------------------------
@@ -216,6 +261,14 @@ def model_fingerprint(model) -> str:
         digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))
     return "sha256:" + digest.hexdigest()
+
+
+def _describe_model(model_id: str | None, model_sha256: str | None) -> str:
+    """"model 'kakaobrain/align-base' (sha256:0123456789ab)", for messages: the name and a short hash."""
+    short = model_sha256[:len("sha256:") + 12] if model_sha256 else None
+    if model_id is None or model_id == model_sha256:
+        return f"model {short}" if short else "an unnamed model"
+    return f"model {model_id!r} ({short or 'weights hash not recorded'})"
 
 
 def embed_texts(model, processor, texts: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
@@ -244,16 +297,100 @@ def embed_images(model, processor, images: Sequence[Any], *, batch_size: int = 1
     return np.concatenate(out) if out else np.zeros((0, model.config.projection_dim), np.float32)
 
 
-def list_images(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Every file under ``folder`` with an image extension, as sorted "/"-separated relative paths."""
-    extensions = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    found = []
-    for directory, _, files in os.walk(folder):
-        for name in files:
-            if name.lower().endswith(extensions):
-                relative = os.path.relpath(os.path.join(directory, name), folder)
-                found.append(relative.replace(os.sep, "/"))
-    return sorted(found)
+def _extension_tuple(extensions: Iterable[str]) -> tuple[str, ...]:
+    return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+
+
+def _walk_images(folder: str, extensions: tuple[str, ...], problems: list[tuple[str, str]]) -> Iterable[str]:
+    """Yield the "/"-separated relative path of every image file under ``folder``, in no set order.
+
+    Symlinked folders are not entered (so a symlink loop ends at once). An image-named entry that
+    is not a readable regular file, and a sub-folder that cannot be listed, are appended to
+    ``problems`` as (relative path, reason); a folder's path ends with "/".
+    """
+    pending = [""]  # relative folders still to list; "" is the folder itself
+    while pending:
+        relative_dir = pending.pop()
+        try:
+            with os.scandir(os.path.join(folder, relative_dir) if relative_dir else folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            problems.append((relative_dir + "/", f"cannot list the folder ({err.strerror or err}); "
+                                                 "images in it are not indexed"))
+            continue
+        for entry in entries:
+            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(relative)
+                elif not entry.name.lower().endswith(extensions) or entry.is_dir():  # not an image; a symlinked folder
+                    continue
+                elif entry.is_file():  # follows a symlink; a looping one raises ELOOP
+                    yield relative
+                elif entry.is_symlink():
+                    problems.append((relative, "broken symbolic link: its target does not exist"))
+                else:
+                    problems.append((relative, "not a regular file (a FIFO, socket or device); not read"))
+            except OSError as err:
+                problems.append((relative, f"cannot read the file ({err.strerror or err})"))
+
+
+def list_images(folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS, *,
+                problems: list[tuple[str, str]] | None = None) -> list[str]:
+    """Every file under ``folder`` with an image extension, as sorted "/"-separated relative paths.
+
+    Entries that cannot be read (see ``_walk_images``) are appended to ``problems`` as
+    (relative path, reason) when it is given, else left out.
+    """
+    return sorted(_walk_images(os.fspath(folder), _extension_tuple(extensions), [] if problems is None else problems))
+
+
+def check_embed_paths(folder: str | os.PathLike, index_path: str | os.PathLike,
+                      extensions: Iterable[str] = IMAGE_EXTENSIONS) -> None:
+    """What ``embed_folder`` checks before any work; the command line runs it before loading the model.
+
+    Raises, naming the path: FileNotFoundError (no such folder; the index's folder does not exist),
+    ValueError (not a folder; the index path's folder is a file; no image file in the folder),
+    IsADirectoryError (the index path is a folder), PermissionError (the folder cannot be listed;
+    no file can be created next to the index).
+    """
+    folder, index_path = os.fspath(folder), os.fspath(index_path)
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder} is a file, not a folder of images; give the folder that holds the images")
+    try:
+        os.scandir(folder).close()
+    except PermissionError as err:
+        raise PermissionError(f"cannot list the image folder {folder}: {err.strerror}") from None
+
+    if os.path.isdir(index_path):
+        raise IsADirectoryError(f"the index path {index_path} is a folder; give a file name, such as "
+                                f"{os.path.join(index_path, 'index.safetensors')}")
+    if os.path.exists(index_path) and not os.path.isfile(index_path):
+        raise ValueError(f"the index path {index_path} exists and is not a regular file")
+    parent = os.path.dirname(os.path.abspath(index_path))
+    if not os.path.exists(parent):
+        raise FileNotFoundError(f"cannot write the index {index_path}: the folder {parent} does not exist "
+                                "(create it first)")
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write the index {index_path}: {parent} is a file, not a folder")
+    try:  # the index is written as a temporary file in this folder, then renamed
+        handle, probe = tempfile.mkstemp(dir=parent, prefix=".minialign-write-check-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as err:
+        raise PermissionError(f"cannot write the index {index_path}: cannot create a file in {parent} "
+                              f"({err.strerror or err})") from None
+
+    extensions = _extension_tuple(extensions)
+    problems: list[tuple[str, str]] = []
+    if next(iter(_walk_images(folder, extensions, problems)), None) is None:
+        unreadable = f"; not read: {', '.join(f'{p} ({why})' for p, why in problems[:3])}" if problems else ""
+        raise ValueError(
+            f"no image files in {folder} (searched recursively, symlinked folders not entered, for the "
+            f"extensions {' '.join(extensions)}, in any case){unreadable}; nothing to embed"
+        )
 
 
 @dataclass
@@ -263,9 +400,18 @@ class EmbedReport:
     already_indexed: int  # images in the folder that the index already held (skipped)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason), skipped
     stale: int = 0  # index entries whose file is no longer in the folder (kept)
-    total: int = 0  # rows in the index after this run
+    total: int = 0  # rows in the index file (after its last write)
+    interrupted: bool = False  # Ctrl-C stopped the run; the finished batches are saved (total)
+
+    def saved(self) -> str:
+        """What the index file holds, for the line printed after an interruption."""
+        if self.total == 0:
+            return f"no image saved to {self.index_path} yet; run the same command again"
+        return f"{self.total} images saved to {self.index_path}; run the same command again to resume"
 
     def summary(self) -> str:
+        if self.interrupted:  # one line, for stderr
+            return f"interrupted: {self.saved()}"
         lines = [
             f"{self.index_path}: {self.total} images indexed ({self.embedded} embedded now, "
             f"{self.already_indexed} already indexed, {len(self.failed)} failed"
@@ -273,37 +419,6 @@ class EmbedReport:
         ]
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
-
-
-class _Silent:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _StderrProgress(_Silent):
-    """The fallback when tqdm is not installed: "embedding: 32/100" on stderr every 10 updates."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.done, self.calls = total, desc, 0, 0
-
-    def update(self, n: int) -> None:
-        self.done, self.calls = self.done + n, self.calls + 1
-        if self.calls % 10 == 0 or self.done >= self.total:
-            print(f"{self.desc}: {self.done}/{self.total}", file=sys.stderr, flush=True)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    """Something with ``update(n)`` and ``close()``: tqdm's bar on stderr when importable."""
-    if not enabled:
-        return _Silent()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _StderrProgress(total, desc)
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
 
 def embed_folder(
@@ -320,46 +435,57 @@ def embed_folder(
 ) -> EmbedReport:
     """Embed every image under ``folder`` into the index file ``index_path``; resumable.
 
-    model: an ``AlignModel`` (anything with ``get_image_features`` and ``config.projection_dim``).
+    model: an ``AlignModel`` (anything with ``get_image_features``, ``config.projection_dim`` and
+    the ``params`` that ``model_fingerprint`` hashes).
     processor: an ``AlignProcessor``; its image processor prepares each file.
-    model_id: recorded in the index and checked on resume; None records ``model_fingerprint(model)``.
+    model_id: the model's name, recorded in the index; None records ``model_fingerprint(model)``.
+    The fingerprint itself is always recorded too, and checked on resume.
     checkpoint_every: rewrite the index after this many batches (it is also written at the end).
-    See the module docstring for what is skipped, retried and kept.
+    See the module docstring for what is checked first, skipped, retried and kept. An exception
+    (Ctrl-C: ``KeyboardInterrupt``) leaves after saving the finished batches and carries the
+    report as ``err.embed_report`` (``interrupted=True`` for Ctrl-C, ``total`` = rows saved).
     """
     if batch_size < 1 or checkpoint_every < 1:
         raise ValueError(f"batch_size and checkpoint_every must be >= 1, got {batch_size} and {checkpoint_every}")
     folder, index_path = os.fspath(folder), os.fspath(index_path)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+    check_embed_paths(folder, index_path, extensions)
+    model_sha256 = model_fingerprint(model)
     if model_id is None:
-        model_id = model_fingerprint(model)
+        model_id = model_sha256
     dim = model.config.projection_dim
 
     # What the index already holds, as a dict {path: [D] embedding}.
     rows: dict[str, np.ndarray] = {}
+    record_hash = False  # an index that does not know its model's hash gets it now
     if os.path.exists(index_path):
         previous = load_index(index_path)
-        if previous.model_id != model_id:
+        same = (previous.model_sha256 == model_sha256 if previous.model_sha256 is not None
+                else previous.model_id == model_id)
+        if not same:
             raise ValueError(
-                f"{index_path} holds embeddings from model {previous.model_id!r}, not {model_id!r}; "
-                "embeddings of different models cannot share an index (delete it or choose another index path)"
+                f"{index_path} holds embeddings from {_describe_model(previous.model_id, previous.model_sha256)}, "
+                f"not from {_describe_model(model_id, model_sha256)}; embeddings of different models cannot share "
+                "an index (delete it or choose another index path)"
             )
         if previous.dim != dim:
             raise ValueError(f"{index_path} holds {previous.dim}-d embeddings but the model gives {dim}-d ones")
+        model_id = previous.model_id  # the same weights under another name: keep the recorded one
+        record_hash = previous.model_sha256 is None
         rows = dict(zip(previous.paths, np.array(previous.embeddings)))  # a copy: the file gets replaced
         del previous
 
-    images = list_images(folder, extensions)
+    report = EmbedReport(index_path=index_path, embedded=0, already_indexed=0, total=len(rows))
+    images = list_images(folder, extensions, problems=report.failed)
     todo = [path for path in images if path not in rows]
-    report = EmbedReport(index_path=index_path, embedded=0, already_indexed=len(images) - len(todo),
-                         stale=len(rows.keys() - set(images)))
+    report.already_indexed, report.stale = len(images) - len(todo), len(rows.keys() - set(images))
 
     def save() -> None:
         paths = sorted(rows)
         embeddings = np.stack([rows[p] for p in paths]) if paths else np.zeros((0, dim), np.float32)
-        save_index(Index(embeddings, paths, model_id), index_path)
+        save_index(Index(embeddings, paths, model_id, model_sha256), index_path)
+        report.total = len(paths)
 
-    bar = _progress(len(todo), "embedding", progress)
+    bar = progress_bar(len(todo), "embedding", enabled=progress)
     unsaved = 0  # batches embedded since the last write
     try:
         for start in range(0, len(todo), batch_size):
@@ -384,15 +510,19 @@ def embed_folder(
             if unsaved >= checkpoint_every:
                 save()
                 unsaved = 0
-    except BaseException:
+    except BaseException as err:
+        report.interrupted = isinstance(err, KeyboardInterrupt)
+        err.embed_report = report  # for the caller's "N images saved" line
         if unsaved:
             save()  # keep the finished batches for the next run
+        if report.interrupted and not err.args:  # Ctrl-C's KeyboardInterrupt() now says what was kept
+            err.args = (report.saved(),)
         raise
     finally:
         bar.close()
-    if unsaved or not os.path.exists(index_path):
+    if unsaved or record_hash or not os.path.exists(index_path):
         save()
-    report.total = len(rows)
+    report.failed.sort()
     return report
 
 
@@ -417,13 +547,73 @@ def search(index: Index, query_embedding: np.ndarray, k: int = 5) -> list[dict[s
     return [{"path": index.paths[i], "score": float(scores[i])} for i in order]
 
 
-def search_text(model, processor, index: Index, text: str, k: int = 5) -> list[dict[str, Any]]:
-    """Search ``index`` with a caption, embedded by ``model``'s text tower."""
+def check_index_model(index: Index, model, *, model_id: str | None = None, force: bool = False) -> str | None:
+    """Refuse to search ``index`` with a model other than the one that made it; return a note or None.
+
+    Same model = same ``model_fingerprint`` (whatever the names). When the index does not record
+    its fingerprint (version "1" files), it is compared by ``model_id`` if given (the command line
+    gives its ``--model``), else it cannot be checked: a note says so.
+    ``force=True`` turns a refusal into a note. ``model`` may also be its fingerprint string.
+    Raises ValueError naming both models (name and short hash).
+    """
+    model_sha256 = model if isinstance(model, str) else model_fingerprint(model)
+    where = index.file or "the index"
+    ours = _describe_model(model_id, model_sha256)
+    theirs = _describe_model(index.model_id, index.model_sha256)
+    if index.model_sha256 is not None:
+        mismatch = index.model_sha256 != model_sha256
+    elif model_id is not None:
+        mismatch = index.model_id != model_id
+        if not mismatch:
+            return (f"{where} does not record its model's weights hash, only the name {index.model_id!r}, which "
+                    "matches; run `embed` on its folder again with this model to record the hash")
+    else:
+        return f"{where} does not record its model's weights hash; cannot check that {ours} made it"
+    if not mismatch:
+        return None
+    if force:
+        return f"{where} was made by {theirs}, searching it with {ours} anyway (forced): scores may mean nothing"
+    same_name_hint = ("" if index.model_sha256 is not None else
+                      " (the index, older than weights hashes, is known by name only: if that is this model under "
+                      "another name, force the search)")
+    raise ValueError(
+        f"{where} was made by {theirs}, not by {ours}: similarities between embeddings of different models "
+        "mean nothing. Search with the model that made it, re-embed the folder into a new index with this one, "
+        f"or force the search (force=True; command line: --force){same_name_hint}"
+    )
+
+
+def check_text_query(text: str) -> str:
+    """The text query, refused when it is not a string or is empty or blank (ValueError)."""
+    if not isinstance(text, str):
+        raise TypeError(f"a text query must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"the text query is {'empty' if not text else 'only whitespace'} ({text!r}); "
+                         "give a few words describing the image to find")
+    return text
+
+
+def search_text(model, processor, index: Index, text: str, k: int = 5, *,
+                force: bool = False) -> list[dict[str, Any]]:
+    """Search ``index`` with a caption, embedded by ``model``'s text tower.
+
+    Runs ``check_index_model`` first (hashing the weights: about half a second for align-base);
+    ``force=True`` skips it, e.g. for many queries after one explicit check.
+    """
+    check_text_query(text)
+    if not force:
+        check_index_model(index, model)
     return search(index, embed_texts(model, processor, [text])[0], k)
 
 
-def search_image(model, processor, index: Index, image: Any, k: int = 5) -> list[dict[str, Any]]:
-    """Search ``index`` with an image (path, PIL image or array), embedded by ``model``'s image tower."""
+def search_image(model, processor, index: Index, image: Any, k: int = 5, *,
+                 force: bool = False) -> list[dict[str, Any]]:
+    """Search ``index`` with an image (path, PIL image or array), embedded by ``model``'s image tower.
+
+    Runs ``check_index_model`` first, as ``search_text`` does; ``force=True`` skips it.
+    """
+    if not force:
+        check_index_model(index, model)
     return search(index, embed_images(model, processor, [image])[0], k)
 
 

@@ -368,10 +368,9 @@ class BertTokenizer:
         ``special_tokens_map.json`` when present, as transformers does). Other keys are ignored.
         Keyword arguments override the files, as in transformers.
         """
-        directory = os.fspath(directory)
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"BertTokenizer.from_pretrained: {directory!r} is not a directory "
-                                    "(minialign reads local files only, never the Hub)")
+        from .hub import resolve_model_dir  # a directory, a shipped model's name, or a cached hub id
+
+        directory = resolve_model_dir(directory)
         vocab_file = os.path.join(directory, VOCAB_NAME)
         if not os.path.isfile(vocab_file):
             raise FileNotFoundError(f"BertTokenizer.from_pretrained: no {VOCAB_NAME} at {vocab_file!r}")

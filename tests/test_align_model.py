@@ -154,7 +154,7 @@ def test_hub_id_resolves_through_the_local_cache(align_base, tmp_path, monkeypat
     assert AlignProcessor.from_pretrained("kakaobrain/align-base").tokenizer.vocab_size > 0
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network in tests
     with pytest.raises(CheckpointError, match=r"'someone/missing' is neither a local directory nor in the Hugging "
-                                              r"Face cache .*HF_HUB_OFFLINE is set.*huggingface-cli download"):
+                                              r"Face cache .*HF_HUB_OFFLINE is set.*`hf download someone/missing`"):
         AlignModel.from_pretrained("someone/missing")
 
 

@@ -160,7 +160,13 @@ ACTIVATIONS = {  # name -> (forward, backward, torch function)
     "tanh": (bw.tanh_forward, bw.tanh_backward, torch.tanh),
     "sigmoid": (bw.sigmoid_forward, bw.sigmoid_backward, torch.sigmoid),
     "silu": (bw.silu_forward, bw.silu_backward, F.silu),
+    "gelu_new": (bw.gelu_new_forward, bw.gelu_new_backward, lambda t: F.gelu(t, approximate="tanh")),
+    "relu": (bw.relu_forward, bw.relu_backward, F.relu),
 }
+
+
+_U1 = math.sqrt(2 / math.pi) * (1 + 0.044715)  # gelu_new's u at x = 1, and du/dx there
+_DU1 = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715)
 
 
 def test_activation_backward_hand_values():
@@ -169,7 +175,10 @@ def test_activation_backward_hand_values():
     x, ones = np.array([0.0, 1.0], np.float32), np.ones(2, np.float32)
     expected = {"gelu": [0.5, 0.8413447460685429 + 0.24197072451914337], "tanh": [1.0, 1 - math.tanh(1) ** 2],
                 "sigmoid": [0.25, math.exp(-1) / (1 + math.exp(-1)) ** 2],
-                "silu": [0.5, (1 / (1 + math.exp(-1))) * (1 + 1 - 1 / (1 + math.exp(-1)))]}
+                "silu": [0.5, (1 / (1 + math.exp(-1))) * (1 + 1 - 1 / (1 + math.exp(-1)))],
+                # 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) u', u = sqrt(2/pi) (x + 0.044715 x^3); at x = 0: 0.5
+                "gelu_new": [0.5, 0.5 * (1 + math.tanh(_U1)) + 0.5 * (1 - math.tanh(_U1) ** 2) * _DU1],
+                "relu": [0.0, 1.0]}
     for name, (forward, backward, _) in ACTIVATIONS.items():
         _, cache = forward(x)
         assert_close(backward(ones, cache), expected[name], atol=1e-7, rtol=1e-6, name=name)
@@ -557,18 +566,5 @@ def test_every_activation_of_the_contract_has_a_backward_pair():
     from minialign.backends.contract import ACTIVATION_NAMES
 
     assert sorted(bw.ACTIVATION_PAIRS) == sorted(ACTIVATION_NAMES)
-
-
-@pytest.mark.parametrize("name, torch_fn", [("gelu", F.gelu), ("gelu_new", lambda t: F.gelu(t, approximate="tanh")),
-                                            ("relu", F.relu), ("silu", F.silu), ("swish", F.silu)])
-def test_activation_backward_matches_torch(name, torch_fn):
-    rng = np.random.default_rng(3)
-    x = randn(rng, 5, 7, scale=3.0)
-    x[0, :3] = (0.5, -0.5, 1e-3)  # the erf series' edge and a small value
-    dout = randn(rng, 5, 7)
-    forward, backward = bw.ACTIVATION_PAIRS[name]
-    y, cache = forward(x)
-    t = torch.from_numpy(x.astype(np.float64)).requires_grad_()
-    torch_fn(t).backward(torch.from_numpy(dout.astype(np.float64)))
-    assert_close(y, torch_fn(torch.from_numpy(x)), **TOLERANCES["float32"], name=f"{name} forward")
-    assert_close(backward(dout, cache), t.grad, **TOLERANCES["float32"], name=f"{name} backward")
+    for name, (forward, backward) in bw.ACTIVATION_PAIRS.items():  # the pairs tested above, by name
+        assert (forward, backward) == ACTIVATIONS["silu" if name == "swish" else name][:2], name

@@ -41,7 +41,7 @@ def test_classify_human_and_json(checkpoint, image, capsys):
 
 
 def test_bench_prints_every_stage(checkpoint, capsys):
-    assert main(["bench", "--model", checkpoint, "--labels", "3", "--repeats", "1", "--json"]) == 0
+    assert main(["bench", "--model", checkpoint, "--num-labels", "3", "--repeats", "1", "--json"]) == 0
     seconds = json.loads(capsys.readouterr().out)["seconds"]
     assert set(seconds) == {"tokenize", "preprocess image", "text tower", "vision tower", "total"}
 
@@ -65,13 +65,17 @@ def test_errors_are_one_line_with_exit_code_2(checkpoint, image, capsys, argv, m
 
 def test_bad_arguments_exit_2(checkpoint, capsys):
     assert main(["classify", "x.png", "--model", checkpoint]) == 2  # no --labels
-    assert "has no bundled examples/labels.json; pass IMAGE... and --labels" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        main(["classify", "--top", "many"])
-    assert info.value.code == 2
-    with pytest.raises(SystemExit) as info:
-        main(["nope"])
-    assert info.value.code == 2
+    assert "no --labels given, and the model" in capsys.readouterr().err
+    for argv, message in ((["classify", "--top", "many"], "argument --top: must be an integer, got 'many'"),
+                          (["classify", "--top", "0"], "argument --top: must be at least 1, got 0"),
+                          (["classify", "--top", "-1"], "argument --top: must be at least 1, got -1"),
+                          (["embed", "folder", "--out", "x", "--batch-size", "0"], "--batch-size: must be at least 1"),
+                          (["bench", "--num-labels", "0"], "--num-labels: must be at least 1, got 0"),
+                          (["search", "index", "q", "-k", "0"], "argument -k: must be at least 1, got 0"),
+                          (["nope"], "invalid choice: 'nope'")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
 
 
 def test_checkpoint_errors_keep_every_key_on_one_line(checkpoint, image, tmp_path, capsys):
@@ -138,3 +142,42 @@ def test_import_minialign_loads_no_numpy_and_the_command_tunes_openblas_first():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "16"
+
+
+def test_max_image_pixels_sets_pillows_bomb_limit_for_one_command(checkpoint, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "big.png"
+    PILImage.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)  # 2,400 pixels
+    limit = PILImage.MAX_IMAGE_PIXELS
+    assert main(["classify", str(path), "--labels", "a", "b", "--model", checkpoint, "--max-image-pixels", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "big.png" in err and "--max-image-pixels N" in err  # over 2 x 1,000: refused
+    assert main(["classify", str(path), "--labels", "a", "b", "--model", checkpoint, "--max-image-pixels", "2000"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": warning: " in err and "big.png" in err  # over 2,000, under 4,000: read, said
+    assert PILImage.MAX_IMAGE_PIXELS == limit  # restored for whatever runs next in the process
+
+
+def test_the_triton_backend_without_torch_is_one_line_naming_the_install(checkpoint, image, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as on a plain `pip install .`
+    monkeypatch.delitem(sys.modules, "minialign.backends.triton", raising=False)
+    assert main(["classify", image, "--labels", "a", "b", "--model", checkpoint, "--backend", "triton"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs torch and triton (torch is not installed)" in err and "[gpu]" in err
+
+
+def test_every_option_of_every_command_is_described(capsys):
+    from minialign.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in {"minialign": parser, **commands}.items():
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    for argv in (["--help"], ["--version"], *([name, "--help"] for name in commands)):
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "minialign 0.1.0" in out and "(default: 0.3)" in out and "needs minialign" not in out

@@ -81,3 +81,50 @@ def test_the_default_model_classifies_fresh_held_out_pairs():
 def test_classify_with_no_arguments_shows_the_top_5(capsys):
     assert main(["classify", "--json"]) == 0
     assert all(len(r["results"]) == 5 for r in json.loads(capsys.readouterr().out))
+
+
+def test_the_shipped_model_loads_by_name_everywhere(capsys):
+    """"align-nano" names the shipped model for the models, the processor, the tokenizer, the
+    pipeline and --model; the README's Python example gives the numbers it shows."""
+    from PIL import Image, ImageDraw
+
+    from minialign import AlignProcessor, AlignTextModel, AlignVisionModel, BertTokenizer
+
+    directory = default_model_dir()
+    assert AlignModel.from_pretrained("align-nano").params.keys() == AlignModel.from_pretrained(directory).params.keys()
+    AlignTextModel.from_pretrained("align-nano")
+    AlignVisionModel.from_pretrained("align-nano")
+    assert AlignProcessor.from_pretrained("align-nano").tokenizer.vocab == BertTokenizer.from_pretrained(directory).vocab
+    image = Image.new("RGB", (48, 48), "white")
+    ImageDraw.Draw(image).ellipse((8, 8, 40, 40), fill="red")
+    best = pipeline("zero-shot-image-classification", model="align-nano")(
+        image, candidate_labels=["red circle", "blue square", "green triangle"])[0]
+    assert best["label"] == "red circle" and round(best["score"], 2) == 0.94  # as the README shows
+    assert main(["classify", "--model", "align-nano", "--top", "1"]) == 0
+    assert "align-nano" in capsys.readouterr().out
+
+
+def test_an_unknown_model_name_lists_the_shipped_ones(capsys):
+    assert main(["classify", "--model", "align-huge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model directory not found: align-huge" in err and "align-nano" in err
+
+
+def test_labels_the_model_cannot_know_get_a_one_line_warning_each(capsys):
+    """'cat' and 'dog' are in none of align-nano's class names (they read as pieces, ca ##t), and
+    'zebra' is not even in its vocabulary ([UNK]): both get a warning line naming the words."""
+    assert main(["classify", "--labels", "cat", "dog", "zebra", "red circle", "--top", "1"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(warnings) == 2 and all(line.startswith("minialign classify: warning: ") for line in warnings)
+    assert "'cat', 'dog', 'zebra' appear in none of the 36 class names" in warnings[0]
+    assert "vocabulary does not know 'zebra'" in warnings[1] and "'cat'" not in warnings[1]
+    assert main(["classify", "--labels", "red circle", "blue square", "--top", "1"]) == 0
+    assert capsys.readouterr().err == ""  # known words: no warning
+
+
+def test_a_huge_label_list_runs_and_says_so_in_one_line(capsys):
+    labels = [f"label{i}" for i in range(2000)]
+    assert main(["classify", "--labels", *labels, "--top", "2", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert all(len(entry["results"]) == 2 for entry in json.loads(out))
+    assert err.count("\n") == 1 and "'label0', 'label1', 'label2', 'label3', 'label4' and 1995 more" in err

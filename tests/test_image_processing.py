@@ -28,6 +28,7 @@ from minialign.config import ConfigError
 from minialign.image_processing import (
     EfficientNetImageProcessor,
     ImageInputError,
+    ImageTooLargeError,
     center_crop,
 )
 from strategies import seeds
@@ -59,16 +60,15 @@ def random_rgb(rng, height: int, width: int) -> np.ndarray:  # -> [height, width
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+WIDE_DTYPES = {"I;16": np.uint16, "I": np.int32, "F": np.float32}  # PIL mode -> the array dtype it holds
+
+
 def image_in_mode(mode: str, rng, height: int = 13, width: int = 17) -> Image.Image:
     """A random image in a PIL mode, with values that exercise that mode's conversion to RGB."""
     if mode == "1":
         return Image.fromarray(rng.integers(0, 2, (height, width)).astype(bool))
-    if mode == "I;16":  # 16-bit: values above 255 so that convert("RGB")'s clipping shows
-        return Image.fromarray(rng.integers(0, 600, (height, width), dtype=np.uint16))
-    if mode == "I":  # 32-bit signed: negative and > 255 values
-        return Image.fromarray(rng.integers(-50, 600, (height, width), dtype=np.int32))
-    if mode == "F":
-        return Image.fromarray(rng.uniform(-20, 300, (height, width)).astype(np.float32))
+    if mode in WIDE_DTYPES:  # 16-bit, 32-bit, float: 0..255 integers, the values they are accepted with
+        return Image.fromarray(rng.integers(0, 256, (height, width)).astype(WIDE_DTYPES[mode]))
     if mode in ("P", "P+transparency", "PA"):
         image = Image.frombytes("P", (width, height), rng.integers(0, 256, height * width, dtype=np.uint8).tobytes())
         image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
@@ -189,11 +189,31 @@ def test_every_pil_mode_converts_like_load_image(mode, rng):
     assert_close(processor(image)["pixel_values"], expected, **PARITY, name=mode)
 
 
-def test_sixteen_bit_is_clipped_as_load_image_does():
-    # load_image's convert("RGB") clips 16-bit values to 255 rather than scaling them; we match.
+def test_sixteen_bit_pixels_are_0_to_255_or_refused_never_clipped():
+    # transformers' processor reads a 16-bit image as an array: 0..255 values are pixels ...
+    processor = EfficientNetImageProcessor.align_base()
+    image = Image.fromarray(np.array([[0, 100, 255]], dtype=np.uint16))
+    out = processor(image, do_resize=False, do_center_crop=False)["pixel_values"]
+    assert_close(out[0, 0, 0], np.array([0, 100, 255]) / 127.5 - 1, atol=1e-6, rtol=0)
+    # ... and larger ones are refused (load_image's convert("RGB") would clip 256 and 65535 to 255).
     image = Image.fromarray(np.array([[0, 100, 255, 256, 65535]], dtype=np.uint16))
-    out = EfficientNetImageProcessor.align_base()(image, do_resize=False, do_center_crop=False)["pixel_values"]
-    assert_close(out[0, 0, 0], np.array([0, 100, 255, 255, 255]) / 127.5 - 1, atol=1e-6, rtol=0)
+    with pytest.raises(ImageInputError, match=r"image: a 16-bit image \(PIL mode 'I;16'\) with values 0..65535.*>> 8"):
+        processor(image)
+    with pytest.raises(ImageInputError, match=r"32-bit integer image \(PIL mode 'I'\) with values -1..3"):
+        processor(Image.fromarray(np.array([[-1, 3]], dtype=np.int32)))
+    with pytest.raises(ImageInputError, match=r"32-bit float image \(PIL mode 'F'\) contains NaN"):
+        processor(Image.fromarray(np.array([[np.nan, 3]], dtype=np.float32)))
+
+
+def test_float_images_follow_the_float_array_rule(rng):
+    # An in-memory mode "F" image is what transformers' processor sees: a float array (gray).
+    processor = EfficientNetImageProcessor.align_base()
+    unit = rng.uniform(0, 1, (9, 14)).astype(np.float32)  # [h, w] in [0, 1]: transformers scales by 255 to resize
+    expected = transformers_pixels(np.repeat(unit[:, :, None], 3, axis=2), processor, input_data_format="channels_last")
+    with pytest.warns(UserWarning, match=r"look already rescaled"):
+        assert_close(processor(Image.fromarray(unit))["pixel_values"], expected, **PARITY, name="F in [0, 1]")
+    with pytest.raises(ImageInputError, match=r"float pixels must be integers in 0..255 or lie in \[0, 1\]"):
+        processor(Image.fromarray(unit * 300))
 
 
 @pytest.mark.parametrize(
@@ -461,14 +481,14 @@ def test_unreadable_missing_and_directory_paths(tmp_path):
     processor = EfficientNetImageProcessor.align_base()
     text = tmp_path / "notes.png"
     text.write_text("this is not a PNG")
-    with pytest.raises(ImageInputError, match=r"image \('.*notes\.png'\): cannot read the file as an image"):
+    with pytest.raises(ImageInputError, match=r"image \('.*notes\.png'\): not an image file Pillow can read"):
         processor(str(text))
     with pytest.raises(FileNotFoundError, match=r"image \('.*missing\.jpg'\): no such image file"):
         processor(tmp_path / "missing.jpg")
-    with pytest.raises(ImageInputError, match="cannot read the file as an image"):
+    with pytest.raises(ImageInputError, match="is a directory, not an image file"):
         processor(tmp_path)
     (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(ImageInputError, match="empty.png"):
+    with pytest.raises(ImageInputError, match=r"empty\.png'\): empty file \(0 bytes\)"):
         processor(tmp_path / "empty.png")
 
 
@@ -476,8 +496,10 @@ def test_decompression_bomb_stays_refused(tmp_path, rng, monkeypatch):
     path = tmp_path / "bomb.png"
     Image.fromarray(random_rgb(rng, 64, 64)).save(path)  # 4096 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refused above 2 * 1000
-    with pytest.raises(Image.DecompressionBombError, match=r"images\[0\] \('.*bomb\.png'\).*decompression bomb"):
+    with pytest.raises(ImageTooLargeError, match=r"images\[0\] \('.*bomb\.png'\): 4,096 pixels, over Pillow's limit "
+                       r"of 2,000 .*decompression bomb.*PIL\.Image\.MAX_IMAGE_PIXELS = None") as info:
         EfficientNetImageProcessor.align_base()([path])
+    assert isinstance(info.value, ImageInputError) and isinstance(info.value, Image.DecompressionBombError)
     assert Image.MAX_IMAGE_PIXELS == 1000  # not raised by us
 
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
-from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
 from minialign.backends import numpy as numpy_ops

@@ -2,7 +2,9 @@
 
 import dataclasses
 import io
+import json
 import os
+import re
 import struct
 import sys
 
@@ -211,7 +213,7 @@ def test_embed_folder_then_search(tiny, folder, tmp_path):
     report = embed_folder(model, processor, folder, index_path, batch_size=2, model_id="tiny", progress=False)
     assert (report.embedded, report.already_indexed, report.total, report.stale) == (5, 0, 5, 0)
     assert [path for path, _ in report.failed] == ["fake.png", "sub/broken.jpg"]
-    assert "cannot read the file as an image" in report.failed[0][1]
+    assert str(folder / "fake.png") in report.failed[0][1]  # the reason is image_processing's; it names the file
     assert "truncated" in report.failed[1][1].lower()
     assert "2 failed" in report.summary() and "sub/broken.jpg" in report.summary()
 
@@ -254,16 +256,138 @@ def test_search_k_bounds_ties_and_shapes():
         search(Index(np.zeros((0, 2), np.float32), [], "m"), np.ones(2))
 
 
-def test_empty_folder_gives_an_empty_index(tiny, tmp_path):
-    model, processor = tiny
-    (tmp_path / "empty").mkdir()
+def test_empty_folder_is_an_error_before_any_work(tiny, tmp_path):
+    # A folder without image files: nothing to do, most likely a wrong path. The error names the
+    # folder and the extensions; it comes before the model is touched (model=None would fail).
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("not an image\n")
     index_path = tmp_path / "i.safetensors"
-    report = embed_folder(model, processor, tmp_path / "empty", index_path, model_id="m", progress=False)
-    assert report.total == 0
-    index = load_index(index_path)
-    assert index.embeddings.shape == (0, 32) and index.paths == []
-    with pytest.raises(FileNotFoundError, match="image folder not found"):
-        embed_folder(model, processor, tmp_path / "nowhere", tmp_path / "i.safetensors", model_id="m")
+    with pytest.raises(ValueError, match=r"no image files in .*empty \(searched recursively.*\.jpg .*\.png"):
+        embed_folder(None, None, tmp_path / "empty", index_path, model_id="m", progress=False)
+    assert not index_path.exists()
+    # The same with an index that already exists: an error, and the index is left as it was.
+    model, processor = tiny
+    _write(tmp_path / "images", "a.png", 0)
+    embed_folder(model, processor, tmp_path / "images", index_path, model_id="m", progress=False)
+    before = index_path.read_bytes()
+    with pytest.raises(ValueError, match="no image files"):
+        embed_folder(model, processor, tmp_path / "empty", index_path, model_id="m", progress=False)
+    assert index_path.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="image folder not found: .*nowhere"):
+        embed_folder(None, None, tmp_path / "nowhere", index_path, model_id="m")
+    with pytest.raises(ValueError, match=r"a\.png is a file, not a folder"):
+        embed_folder(None, None, tmp_path / "images" / "a.png", index_path, model_id="m")
+
+
+def test_output_path_is_checked_before_any_work(folder, tmp_path):
+    # model=None: any work (hashing, embedding) would fail with an AttributeError instead.
+    missing = tmp_path / "no" / "such" / "dir" / "x.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"cannot write the index {missing}: the folder .*dir does not exist"):
+        embed_folder(None, None, folder, missing, progress=False)
+    with pytest.raises(IsADirectoryError, match=f"the index path {tmp_path} is a folder; give a file name"):
+        embed_folder(None, None, folder, tmp_path, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="cannot write the index .*file is a file, not a folder"):
+        embed_folder(None, None, folder, tmp_path / "file" / "x.safetensors", progress=False)
+    retrieval.check_embed_paths(folder, tmp_path / "ok.safetensors")  # fine, and leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "images"]
+
+
+def test_output_folder_without_write_permission(folder, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root: chmod does not stop root writing
+            pytest.skip("running as root: a read-only folder is still writable")
+        with pytest.raises(PermissionError, match=f"cannot write the index {locked}.*cannot create a file in"):
+            embed_folder(None, None, folder, locked / "x.safetensors", progress=False)
+    finally:
+        locked.chmod(0o755)
+
+
+def _awkward_folder(root):
+    """a.png, plus everything a walk can trip on: symlink loops, a looping and a broken file
+    symlink, a FIFO named like an image (opening it would block), a symlinked folder named .png."""
+    _write(root, "a.png", 0)
+    _write(root, "sub/b.png", 1)
+    os.symlink(".", root / "loop")  # loop -> the folder itself
+    os.symlink("..", root / "sub" / "up")  # sub/up -> back up: a cycle through two folders
+    os.symlink("self.png", root / "self.png")  # opening it: ELOOP
+    os.symlink("nowhere.png", root / "dangling.png")
+    os.symlink("a.png", root / "linked.png")  # a symlinked file: read
+    os.symlink("sub", root / "folder.png")  # a symlinked folder: not entered, like loop and sub/up
+    os.mkfifo(root / "pipe.png")
+
+
+def test_symlink_loops_and_odd_entries_are_reported_not_followed(tiny, tmp_path):
+    model, processor = tiny
+    root = tmp_path / "images"
+    _awkward_folder(root)
+    problems = []
+    assert retrieval.list_images(root, problems=problems) == ["a.png", "linked.png", "sub/b.png"]
+    assert retrieval.list_images(root) == ["a.png", "linked.png", "sub/b.png"]  # problems left out
+    reasons = dict(problems)
+    assert sorted(reasons) == ["dangling.png", "pipe.png", "self.png"]
+    assert "broken symbolic link" in reasons["dangling.png"]
+    assert "not a regular file" in reasons["pipe.png"]
+    assert "too many levels of symbolic links" in reasons["self.png"].lower()
+
+    report = embed_folder(model, processor, root, tmp_path / "i.safetensors", model_id="m", progress=False)
+    assert (report.embedded, report.total) == (3, 3)
+    assert report.failed == sorted(problems)  # reported with their reason, in path order
+    assert "failed: pipe.png: not a regular file" in report.summary()
+
+
+def test_unreadable_file_and_folder_are_reported(tiny, tmp_path):
+    model, processor = tiny
+    root = tmp_path / "images"
+    _write(root, "a.png", 0)
+    _write(root, "locked.png", 1)
+    _write(root, "secret/b.png", 2)
+    (root / "locked.png").chmod(0o000)
+    (root / "secret").chmod(0o000)
+    try:
+        if os.access(root / "locked.png", os.R_OK):
+            pytest.skip("running as root: chmod 000 does not stop root reading (see the simulated test below)")
+        report = embed_folder(model, processor, root, tmp_path / "i.safetensors", model_id="m", progress=False)
+    finally:
+        (root / "secret").chmod(0o755)
+        (root / "locked.png").chmod(0o644)
+    assert (report.embedded, [path for path, _ in report.failed]) == (1, ["locked.png", "secret/"])
+    assert "Permission denied" in report.failed[0][1] and "cannot list the folder" in report.failed[1][1]
+
+
+def test_unreadable_file_and_folder_are_reported_simulated(tiny, tmp_path, monkeypatch):
+    # The same as above, with the permission errors raised by hand, so that it also runs as root.
+    model, processor = tiny
+    root = tmp_path / "images"
+    _write(root, "a.png", 0)
+    _write(root, "locked.png", 1)
+    _write(root, "secret/b.png", 2)
+    real_scandir, real_open = os.scandir, Image.open
+
+    def scandir(path):
+        if os.path.basename(os.fspath(path)) == "secret":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    def image_open(path, *args, **kwargs):
+        if os.fspath(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Image, "open", image_open)
+    report = embed_folder(model, processor, root, tmp_path / "i.safetensors", model_id="m", progress=False)
+    assert (report.embedded, [path for path, _ in report.failed]) == (1, ["locked.png", "secret/"])
+    assert "Permission denied" in report.failed[0][1]
+    assert report.failed[1][1] == "cannot list the folder (Permission denied); images in it are not indexed"
+    # A folder whose only images are unreadable: the "no image files" error says what was not read.
+    (root / "a.png").unlink()
+    os.remove(root / "locked.png")
+    with pytest.raises(ValueError, match=r"no image files in .*; not read: secret/ \(cannot list the folder"):
+        embed_folder(model, processor, root, tmp_path / "j.safetensors", model_id="m", progress=False)
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -274,6 +398,7 @@ class _Watched:
 
     def __init__(self, model, on_call):
         self.model, self.on_call, self.calls, self.config = model, on_call, 0, model.config
+        self.params = model.params  # what model_fingerprint hashes
 
     def get_image_features(self, pixel_values):
         self.calls += 1
@@ -301,10 +426,14 @@ def test_resume_after_interrupt_and_after_new_files(tiny, tmp_path):
             raise KeyboardInterrupt
 
     index_path = tmp_path / "resumed.safetensors"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         embed_folder(_Watched(model, interrupt), processor, root, index_path, batch_size=2, model_id="m",
                      progress=False, checkpoint_every=100)
     assert load_index(index_path).paths == ["b.png", "d.png"]
+    report = interrupted.value.embed_report  # what the command line prints its one line from
+    assert (report.interrupted, report.embedded, report.total) == (True, 2, 2)
+    saved = f"2 images saved to {index_path}; run the same command again to resume"
+    assert str(interrupted.value) == saved and report.summary() == f"interrupted: {saved}"  # the CLI's line
     report = embed_folder(model, processor, root, index_path, batch_size=2, model_id="m", progress=False)
     assert (report.embedded, report.already_indexed, report.total) == (3, 2, 5)
     _assert_same_index(load_index(index_path), load_index(full_path))
@@ -337,22 +466,144 @@ def test_index_is_written_every_checkpoint_every_batches(tiny, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "index.safetensors"]  # no temporary left
 
 
-def test_resume_with_another_model_is_an_error(tiny, folder, tmp_path):
+def test_interrupt_report_counts_what_the_file_holds(tiny, tmp_path):
     model, processor = tiny
+    root = tmp_path / "images"
+    for seed in range(3):
+        _write(root, f"{seed}.png", seed)
     index_path = tmp_path / "index.safetensors"
-    embed_folder(model, processor, folder, index_path, progress=False)  # model_id: the weights' fingerprint
-    assert load_index(index_path).model_id == model_fingerprint(model)
-    assert model_fingerprint(model).startswith("sha256:")
-    before = index_path.read_bytes()
-    with pytest.raises(ValueError, match=r"holds embeddings from model 'sha256:[0-9a-f]+', not 'other'"):
-        embed_folder(model, processor, folder, index_path, model_id="other", progress=False)
+
+    def interrupt(call):
+        raise KeyboardInterrupt
+
+    def crash(call):
+        raise RuntimeError("boom")
+
+    with pytest.raises(KeyboardInterrupt) as interrupted:  # in the first batch, no index yet
+        embed_folder(_Watched(model, interrupt), processor, root, index_path, batch_size=2, model_id="m",
+                     progress=False)
+    assert not index_path.exists()
+    assert str(interrupted.value) == f"no image saved to {index_path} yet; run the same command again"
+    embed_folder(model, processor, root, index_path, model_id="m", progress=False)
+    _write(root, "new.png", 7)
+    with pytest.raises(KeyboardInterrupt) as interrupted:  # nothing new finished: the file keeps its 3 rows
+        embed_folder(_Watched(model, interrupt), processor, root, index_path, model_id="m", progress=False)
+    report = interrupted.value.embed_report
+    assert (report.total, report.embedded, report.already_indexed) == (3, 0, 3) and len(load_index(index_path)) == 3
+    with pytest.raises(RuntimeError) as crashed:  # any exception carries the report; only Ctrl-C is "interrupted"
+        embed_folder(_Watched(model, crash), processor, root, index_path, model_id="m", progress=False)
+    assert crashed.value.embed_report.interrupted is False and str(crashed.value) == "boom"  # message kept
+
+
+def _changed(model):
+    """The same architecture with other weights (the temperature moved): another fingerprint."""
     params = dict(model.params)
     params["temperature"] = params["temperature"] + 1.0
-    changed = AlignModel(model.config, params)
-    assert model_fingerprint(changed) != model_fingerprint(model)
-    with pytest.raises(ValueError, match="holds embeddings from model"):
+    return AlignModel(model.config, params)
+
+
+def test_index_records_model_name_and_weights_hash(tiny, folder, tmp_path):
+    model, processor = tiny
+    fingerprint = model_fingerprint(model)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", fingerprint)
+    index_path = tmp_path / "index.safetensors"
+    embed_folder(model, processor, folder, index_path, model_id="tiny", progress=False)
+    index = load_index(index_path)
+    assert (index.model_id, index.model_sha256, index.file) == ("tiny", fingerprint, str(index_path))
+
+    # The same weights under another name (a hub id, then its directory): resumed, the name kept.
+    report = embed_folder(model, processor, folder, index_path, model_id="/cache/tiny", progress=False)
+    assert (report.embedded, report.already_indexed) == (0, 5)
+    assert load_index(index_path).model_id == "tiny"
+
+    # Other weights under the same name (a model retrained in place): refused, the file untouched.
+    before = index_path.read_bytes()
+    changed = _changed(model)
+    short, other_short = fingerprint[:19], model_fingerprint(changed)[:19]
+    with pytest.raises(ValueError, match=re.escape(
+            f"holds embeddings from model 'tiny' ({short}), not from model 'tiny' ({other_short}); embeddings of "
+            "different models cannot share an index")):
+        embed_folder(changed, processor, folder, index_path, model_id="tiny", progress=False)
+    with pytest.raises(ValueError, match=re.escape(f"not from model {other_short};")):  # model_id=None: the hash
         embed_folder(changed, processor, folder, index_path, progress=False)
     assert index_path.read_bytes() == before  # never overwritten
+
+    embed_folder(model, processor, folder, tmp_path / "unnamed.safetensors", progress=False)
+    unnamed = load_index(tmp_path / "unnamed.safetensors")
+    assert unnamed.model_id == unnamed.model_sha256 == fingerprint
+
+
+def _as_version_1(path, model_id):
+    """Rewrite an index as minialign wrote it before model_sha256 (version "1")."""
+    index = load_index(path)
+    embeddings, paths = np.array(index.embeddings), index.paths
+    _save(path, embeddings, {"format": INDEX_FORMAT, "version": "1", "model_id": model_id,
+                             "dim": str(embeddings.shape[1]), "count": str(len(paths)), "paths": json.dumps(paths)})
+
+
+def test_version_1_index_is_read_resumed_and_upgraded(tiny, folder, tmp_path):
+    model, processor = tiny
+    index_path = tmp_path / "index.safetensors"
+    embed_folder(model, processor, folder, index_path, model_id="m", progress=False)
+    _as_version_1(index_path, "m")
+    old = load_index(index_path)
+    assert (old.model_id, old.model_sha256, len(old)) == ("m", None, 5)  # the hash is unknown
+    # Without a hash the name decides, as before: another name is refused...
+    with pytest.raises(ValueError, match=re.escape("from model 'm' (weights hash not recorded), not from model 'x'")):
+        embed_folder(model, processor, folder, index_path, model_id="x", progress=False)
+    # ... the same name resumes, and the file gets the hash although nothing new was embedded.
+    report = embed_folder(model, processor, folder, index_path, model_id="m", progress=False)
+    assert (report.embedded, report.total) == (0, 5)
+    upgraded = load_index(index_path)
+    assert (upgraded.model_id, upgraded.model_sha256) == ("m", model_fingerprint(model))
+    assert retrieval._read_metadata(str(index_path))["version"] == retrieval.INDEX_VERSION == "2"
+    # A version 1 index made with model_id=None stored the fingerprint as its name: the hash is known.
+    _as_version_1(index_path, model_fingerprint(model))
+    assert load_index(index_path).model_sha256 == model_fingerprint(model)
+
+
+def test_search_refuses_an_index_of_another_model(tiny, folder, tmp_path):
+    model, processor = tiny
+    changed = _changed(model)
+    index_path = tmp_path / "index.safetensors"
+    embed_folder(model, processor, folder, index_path, model_id="tiny", progress=False)
+    index = load_index(index_path)
+    assert retrieval.check_index_model(index, model) is None
+    assert retrieval.check_index_model(index, model, model_id="another name, same weights") is None
+
+    theirs, ours = f"model 'tiny' ({model_fingerprint(model)[:19]})", f"model 'new' ({model_fingerprint(changed)[:19]})"
+    message = f"{index_path} was made by {theirs}, not by {ours}: similarities between embeddings of different models"
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        retrieval.check_index_model(index, changed, model_id="new")
+    assert "--force" in str(err.value)
+    with pytest.raises(ValueError, match="was made by model 'tiny'"):
+        search_text(changed, processor, index, "a red car")
+    with pytest.raises(ValueError, match="was made by model 'tiny'"):
+        search_image(changed, processor, index, str(folder / "a.png"))
+    note = retrieval.check_index_model(index, changed, model_id="new", force=True)
+    assert note.startswith(f"{index_path} was made by {theirs}, searching it with {ours} anyway")
+    assert len(search_text(changed, processor, index, "a red car", k=2, force=True)) == 2
+    assert retrieval.check_index_model(index, model_fingerprint(changed), model_id="new", force=True) == note
+
+    # A version 1 index (hash unknown): compared by name when one is given, else searched with a note.
+    _as_version_1(index_path, "tiny")
+    old = load_index(index_path)
+    assert "which matches" in retrieval.check_index_model(old, changed, model_id="tiny")
+    with pytest.raises(ValueError, match=re.escape("was made by model 'tiny' (weights hash not recorded), not by "
+                                                   f"{ours}")):
+        retrieval.check_index_model(old, changed, model_id="new")
+    assert "cannot check" in retrieval.check_index_model(old, changed)
+    assert search_text(model, processor, old, "a red car", k=1)[0]["path"] in GOOD
+
+
+@pytest.mark.parametrize("query, problem", [("", "empty"), ("   \n\t", "only whitespace")])
+def test_search_refuses_an_empty_text_query(query, problem):
+    index = Index(np.eye(2, dtype=np.float32), ["a.png", "b.png"], "m")
+    with pytest.raises(ValueError, match=f"the text query is {problem}"):  # before the model is touched
+        search_text(None, None, index, query)
+    with pytest.raises(ValueError, match=problem):
+        retrieval.check_text_query(query)
+    assert retrieval.check_text_query(" a cat ") == " a cat "
 
 
 # -- corrupt index files ----------------------------------------------------------------------------
@@ -377,7 +628,10 @@ def _metadata(**override):
      r"lacks \['count', 'paths'\]"),
     ("a model checkpoint", lambda p, good: _save(p, EYE, {"format": "pt"}), "lacks"),
     ("other format", lambda p, good: _save(p, EYE, _metadata(format="faiss")), "format is 'faiss'"),
-    ("newer version", lambda p, good: _save(p, EYE, _metadata(version="2")), "version '2'"),
+    ("newer version", lambda p, good: _save(p, EYE, _metadata(version="3")), "version '3'"),
+    ("version 2 without hash key", lambda p, good: _save(p, EYE, _metadata(version="2")), r"lacks \['model_sha256'\]"),
+    ("bad hash", lambda p, good: _save(p, EYE, _metadata(version="2", model_sha256="md5:00")),
+     "model_sha256 is 'md5:00'"),
     ("wrong count", lambda p, good: _save(p, EYE, _metadata(paths='["a.png"]')), "disagree"),
     ("paths not JSON", lambda p, good: _save(p, EYE, _metadata(paths="a.png")), "not JSON"),
     ("paths not strings", lambda p, good: _save(p, EYE, _metadata(paths="[1, 2]")), "list of strings"),
@@ -425,18 +679,24 @@ def test_missing_or_corrupt_index_stops_embedding(tiny, folder, tmp_path):
 # -- progress and evaluation ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("have_tqdm", [True, False])
-def test_progress_goes_to_stderr(tiny, tmp_path, capsys, monkeypatch, have_tqdm):
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_goes_to_stderr_only_on_a_terminal(tiny, tmp_path, capsys, monkeypatch, terminal):
     model, processor = tiny
-    if not have_tqdm:
-        monkeypatch.setitem(sys.modules, "tqdm", None)  # `from tqdm import tqdm` now raises ImportError
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return terminal
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
     root = tmp_path / "images"
     for seed in range(3):
         _write(root, f"{seed}.png", seed)
     embed_folder(model, processor, root, tmp_path / "i.safetensors", batch_size=2, model_id="m", progress=True)
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert ("3/3" in err) and (have_tqdm or "embedding: 3/3" in err)
+    assert capsys.readouterr().out == ""
+    assert ("embedding" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()) == terminal
+    sys.stderr.truncate(0)
+    embed_folder(model, processor, root, tmp_path / "j.safetensors", batch_size=2, model_id="m", progress=False)
+    assert sys.stderr.getvalue().strip("\x00") == ""  # --json: no bar even on a terminal
 
 
 def test_evaluate_retrieval_groups_captions_by_image(tiny, folder, monkeypatch):

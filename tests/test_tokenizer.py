@@ -520,7 +520,7 @@ def test_bad_input_raises_clear_errors(pairs, vocab_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no vocab.txt at .*missing.*vocab.txt"):
         (tmp_path / "missing").mkdir()
         BertTokenizer.from_pretrained(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(ValueError, match="model directory not found: .*nowhere"):  # a CheckpointError
         BertTokenizer.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no vocabulary file at .*nope.txt"):
         BertTokenizer(tmp_path / "nope.txt")

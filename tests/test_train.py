@@ -289,12 +289,12 @@ def test_pixel_values_match_the_saved_image_processor(rng):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [
-        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
-        (["--steps", "3", "--config", "huge"], "unknown config 'huge' (known: nano)"),
+    [  # the command's own checks name the option; the recipe's say what the value must be
+        (["--steps", "0"], "--steps"),
+        (["--steps", "3", "--config", "huge"], "--config"),
         (["--steps", "3", "--batch-size", "1"], "batch size must be between 2"),
-        (["--steps", "3", "--lr", "-1"], "learning rate must be a positive number"),
-        (["--steps", "3", "--weight-decay", "-0.1"], "weight decay must be a number >= 0, got -0.1"),
+        (["--steps", "3", "--lr", "-1"], "--lr"),
+        (["--steps", "3", "--weight-decay", "-0.1"], "--weight-decay"),
         (["--steps", "3", "--resume"], "no training checkpoint"),
     ],
 )
@@ -303,6 +303,24 @@ def test_train_argument_errors_are_one_line_exit_2(tmp_path, capsys, argv, messa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("minialign train: error: ") and message in err
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+        ({"steps": 3, "config": "huge"}, "unknown config 'huge' (known: nano)"),
+        ({"steps": 3, "batch_size": 1}, "batch size must be between 2"),
+        ({"steps": 3, "lr": -1}, "learning rate must be a positive number"),
+        ({"steps": 3, "weight_decay": -0.1}, "weight decay must be a number >= 0, got -0.1"),
+        ({"steps": 3, "resume": True}, "no training checkpoint"),
+    ],
+)
+def test_run_training_checks_its_arguments_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        recipe.run_training(tmp_path / "run", **kwargs)
+    assert message in str(info.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_passes_weight_decay_and_defaults_to_the_recipe(tmp_path, monkeypatch):
@@ -351,9 +369,9 @@ def test_run_training_saves_a_usable_model_and_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(recipe, "forward_backward", crashes_at_step_3)
     with pytest.raises(Crash):
         recipe.run_training(interrupted, **TINY_RUN)
-    with pytest.raises(ValueError, match="already holds a training checkpoint"):
+    with pytest.raises(ValueError, match="already holds a training run .*; pass --resume"):
         recipe.run_training(interrupted, **TINY_RUN)
-    with pytest.raises(ValueError, match="arguments of the first run"):
+    with pytest.raises(ValueError, match=r"arguments of the first run \(--steps: 4 then, 5 now\)"):
         recipe.run_training(interrupted, **{**TINY_RUN, "steps": 5}, resume=True)
     assert recipe.run_training(interrupted, **TINY_RUN, resume=True)["resumed_from"] == 2
     a, b = read_safetensors(straight / "model.safetensors"), read_safetensors(interrupted / "model.safetensors")

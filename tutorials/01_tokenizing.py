@@ -7,10 +7,9 @@
 # (`minialign/vocab.py`). See docs/tokenizer.md for the walkthrough.
 
 # %%
-from minialign.pipeline import default_model_dir
 from minialign.tokenizer import BertTokenizer
 
-tokenizer = BertTokenizer.from_pretrained(default_model_dir())
+tokenizer = BertTokenizer.from_pretrained("align-nano")
 print("vocabulary size:", tokenizer.vocab_size)
 
 # %% [markdown]

@@ -12,11 +12,10 @@ import numpy as np
 
 from minialign import AlignModel, AlignProcessor, pipeline, synthetic
 from minialign.loss import l2_normalize
-from minialign.pipeline import default_model_dir
 from minialign.training import recipe
 
-model = AlignModel.from_pretrained(default_model_dir())
-processor = AlignProcessor.from_pretrained(default_model_dir())
+model = AlignModel.from_pretrained("align-nano")
+processor = AlignProcessor.from_pretrained("align-nano")
 example = synthetic.generate(1, split="test", seed=3, image_size=recipe.IMAGE_SIZE)[0]  # align-nano's image size
 print("the image shows a", example.class_name, "(a held-out pair)")
 

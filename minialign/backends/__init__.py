@@ -38,8 +38,11 @@ def get_ops(backend: str = DEFAULT_BACKEND, *, device: str | None = None, dtype:
                              f"dtype={dtype!r} (use backend='triton' for a GPU or bfloat16)")
         return numpy_ops if backend == "numpy" else reference
     try:
-        from .triton import TritonOps  # imports torch and triton: only when asked for
+        import torch  # noqa: F401  (the Triton backend's arrays; imported only when asked for)
+        import triton  # noqa: F401
     except ImportError as error:
         raise ValueError(f"backend='triton' needs torch and triton ({error.name} is not installed): "
                          "pip install 'minialign[gpu]'") from None
+    from .triton import TritonOps
+
     return TritonOps(device=device, dtype=dtype)

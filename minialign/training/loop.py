@@ -6,6 +6,7 @@
                      clamp_temperature(params)                 keep 1/temperature <= 100
                      params[name] <- buffers[name]             batchnorm running statistics
                 ──► one JSON line in the metrics log, the progress bar, eval and checkpoint every K steps
+    Ctrl-C  ──► checkpoint of the last finished step, then ``TrainingInterrupted`` (a KeyboardInterrupt)
 
 Everything here works on a flat ``{name: float32 array}`` dict and a generic ``loss_and_grads``
 callable, so it is tested on a toy problem whose gradient is known (``tests/test_train.py``);
@@ -25,6 +26,13 @@ Decisions
   0.1x the others' (``LR_SCALE``); CLIP avoids the problem by learning log(1/temperature).
 - Data order (``ShuffledBatches``): a fresh permutation per epoch from one NumPy generator; the
   incomplete last batch of an epoch is dropped so every batch has the same size.
+- Ctrl-C: the loop saves the last *finished* step and raises ``TrainingInterrupted``, so resuming
+  stays bit-identical. A step is finished once its update is in place; the update itself (AdamW
+  on every tensor, the clamp, the buffers) runs with Ctrl-C held back until its end
+  (``_interrupts_held``), so an interrupt never leaves the weights half-updated. The data state
+  saved is the one recorded at the end of that step: the next step's ``next(batches)`` has already
+  moved the position on, perhaps into a new epoch. An interrupt during the evaluation or the log
+  line of a step still counts the step as finished; its log line is written (without "eval").
 
 
 Checkpoint format
@@ -47,10 +55,13 @@ training resumed from a checkpoint gives bit-identical weights to training witho
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,7 +71,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, read_safetensors, write_safetensors
 from ..jsonfile import read_json_object
-from ..retrieval import _progress
+from ..progress import progress as progress_bar
 from .optim import AdamW, clip_grad_norm, lr_at
 
 Batch = dict[str, np.ndarray]  # every value has the batch on axis 0
@@ -182,16 +193,53 @@ def load_checkpoint(directory: str | os.PathLike) -> TrainState:
 # ----------------------------------------------------------------------------------------------
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train_loop``, raised after the loop saved what it could.
+
+    step: the updates finished (``start_step`` when none finished in this call).
+    checkpoint_dir: the directory holding a checkpoint of ``step``, or None when none was saved
+        (no ``checkpoint_dir`` was given, or no step finished since ``start_step``).
+    str(): one line for the user: what was saved, and where.
+    """
+
+    def __init__(self, message: str, *, step: int, checkpoint_dir: str | None):
+        super().__init__(message)
+        self.step, self.checkpoint_dir = step, checkpoint_dir
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Ctrl-C inside the block takes effect when the block ends, not in the middle of it.
+
+    Only where Python delivers SIGINT (the main thread) to a Python handler (usually
+    ``signal.default_int_handler``, which raises KeyboardInterrupt); elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread() or not callable(signal.getsignal(signal.SIGINT)):
+        yield
+        return
+    received = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    if received:
+        handler(signal.SIGINT, received[0])  # the signal, delivered now
+
+
+def _data_state(batches: Iterator[Batch], step: int) -> tuple[dict | None, int]:
+    """(rng_state, data_position) for ``save_checkpoint``: a ``ShuffledBatches``' place, else (None, step)."""
+    return (batches.rng_state, batches.position) if isinstance(batches, ShuffledBatches) else (None, step)
+
+
+def _append_line(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Opened per line: a crash loses nothing, and the cost is nil next to a step."""
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+
+
 def _batch_size(batch: Batch) -> int:
     return len(next(iter(batch.values())))
-
-
-def _show(bar, postfix: dict[str, str]) -> None:
-    """The running numbers on the progress bar: tqdm's postfix, or the plain stderr line's text."""
-    if hasattr(bar, "set_postfix"):
-        bar.set_postfix(postfix, refresh=False)
-    else:
-        bar.desc = "training " + " ".join(f"{k}={v}" for k, v in postfix.items())
 
 
 def train_loop(
@@ -232,6 +280,10 @@ def train_loop(
         when it ran. The history holds the same dicts.
     checkpoint_dir: ``save_checkpoint`` every ``checkpoint_every`` steps and after the last one.
 
+    Ctrl-C (KeyboardInterrupt): the last finished step is checkpointed (when there is a
+    ``checkpoint_dir`` and a step finished in this call), its log line written, and
+    ``TrainingInterrupted`` raised; see "Ctrl-C" above.
+
     The params given are copied, never modified.
     """
     optimizer = optimizer if optimizer is not None else AdamW(weight_decay=weight_decay, lr_scale=LR_SCALE)
@@ -240,6 +292,9 @@ def train_loop(
     params = {name: np.array(a) for name, a in params.items()}
     history: list[dict[str, Any]] = []
     bar = None  # made at the first batch, when the batch size is known: the bar counts examples
+    done, data_state = start_step, _data_state(batches, start_step)  # the last finished step, the data after it
+    saved = None  # the step of the last checkpoint written by this call
+    unlogged = None  # the record of step `done` until its log line is written
     start = time.perf_counter()
     try:
         for step in range(start_step + 1, steps + 1):
@@ -251,12 +306,14 @@ def train_loop(
                 raise FloatingPointError(f"step {step}: loss {loss}, gradient norm {grad_norm}; "
                                          "try a lower learning rate or max_grad_norm")
             step_lr = lr_at(step, peak=lr, warmup=warmup, total=steps, final_fraction=final_lr_fraction)
-            optimizer.step(params, grads, step_lr)
-            clamp_temperature(params)
-            for name, value in buffers.items():
-                np.copyto(params[name], value)
+            with _interrupts_held():  # all of the update or none of it
+                optimizer.step(params, grads, step_lr)
+                clamp_temperature(params)
+                for name, value in buffers.items():
+                    np.copyto(params[name], value)
+                done, data_state = step, _data_state(batches, step)
             n = _batch_size(batch)
-            record = {
+            record = unlogged = {
                 "step": step, "loss": float(loss), "lr": step_lr, "grad_norm": grad_norm,
                 "temperature": float(params["temperature"]) if "temperature" in params else None,
                 "examples_per_s": n / (time.perf_counter() - tick),
@@ -265,19 +322,34 @@ def train_loop(
             if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
                 record["eval"] = eval_fn(params)
             history.append(record)
-            if log_path is not None:  # opened per line: a crash loses nothing, and the cost is nil next to a step
-                with open(log_path, "a", encoding="utf-8") as log:
-                    log.write(json.dumps(record) + "\n")
+            with _interrupts_held():  # the line, once
+                if log_path is not None:
+                    _append_line(log_path, record)
+                unlogged = None
             if checkpoint_dir is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == steps):
-                data = (batches.rng_state, batches.position) if isinstance(batches, ShuffledBatches) else (None, step)
-                save_checkpoint(checkpoint_dir, params, optimizer, step, *data)
+                save_checkpoint(checkpoint_dir, params, optimizer, step, *data_state)
+                saved = step
             if bar is None:
-                bar = _progress((steps - start_step) * n, "training", progress)
+                bar = progress_bar((steps - start_step) * n, "training", unit="ex", enabled=progress)
             postfix = {"loss": f"{loss:.4f}", "ex/s": f"{record['examples_per_s']:.1f}"}
             if record["temperature"] is not None:
                 postfix["temp"] = f"{record['temperature']:.4f}"
-            _show(bar, postfix)
+            bar.set_postfix(postfix, refresh=False)
             bar.update(n)
+    except KeyboardInterrupt:
+        if unlogged is not None and log_path is not None:
+            _append_line(log_path, unlogged)
+        if checkpoint_dir is not None and saved != done and done > start_step:
+            save_checkpoint(checkpoint_dir, params, optimizer, done, *data_state)
+            saved = done
+        if saved == done:
+            where = os.fspath(checkpoint_dir)
+            message = f"checkpoint saved at step {done} of {steps} in {where}"
+        else:
+            where = None
+            message = (f"step {done + 1} of {steps} did not finish, nothing saved" if done == start_step else
+                       f"stopped after step {done} of {steps}, nothing saved (no checkpoint_dir)")
+        raise TrainingInterrupted(message, step=done, checkpoint_dir=where) from None
     finally:
         if bar is not None:
             bar.close()

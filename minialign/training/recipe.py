@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
 
+from ..checkpoint import CheckpointError
 from ..config import AlignConfig, nano_config
+from ..jsonfile import read_json_object
 from ..validation import is_int
 from .gradients import forward_backward
-from .loop import STATE_FILE, Batch, ShuffledBatches, load_checkpoint, train_loop
+from .loop import STATE_FILE, Batch, ShuffledBatches, TrainingInterrupted, load_checkpoint, train_loop
 
 CONFIGS = ("nano",)
 IMAGE_SIZE = 48  # align-nano sees 48x48 images: 1.8x cheaper than 64x64; at 32x32 shapes were too small to learn
@@ -42,6 +45,19 @@ ZERO_SHOT_PROMPT = "a photo of a {}."
 EVAL_BATCH = 100  # images per forward pass during evaluation
 CHECKPOINT_EVERY = 100
 EXAMPLE_IMAGES_PER_CLASS = 1  # held-out test images saved to examples/ for `minialign classify`
+
+LOG_FILE = "train_log.jsonl"
+# What marks a directory as holding a training run: a new run there would append to its log and
+# overwrite its model, so run_training refuses it (a directory with only the vocabulary and
+# run_args.json, left by a run stopped before its first step, is started afresh).
+RUN_MARKERS = (LOG_FILE, "checkpoint", "model.safetensors")
+# labels.json is the last file of a saved model: with it, the save finished (see run_training, step 5).
+SAVED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "labels.json")
+# How a --resume mismatch names each recorded argument: as `minialign train` spells it where the
+# command has the option; else as run_training does (only a Python caller sets it) or, for a
+# constant of this file, as the constant.
+ARG_NAMES = {"config": "--config", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+             "weight_decay": "--weight-decay", "unnamed_colour_fraction": "UNNAMED_COLOUR_FRACTION"}
 
 
 def init_params(config: AlignConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -125,6 +141,58 @@ def _check_run_args(config, steps, batch_size, lr, weight_decay, seed, eval_ever
         raise ValueError(f"eval-every must be an integer >= 0 (0: only at the end), got {eval_every!r}")
 
 
+def _check_out_dir(out_dir: str, checkpoint_dir: str, resume: bool) -> None:
+    """Before any work: ``out_dir`` is a directory this run may write (created with its parents
+    for a new run), and holds no training run (a new run) or a checkpoint to resume (``resume``)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir} is a file, not a directory; choose another --out")
+    resumable = os.path.isfile(os.path.join(checkpoint_dir, STATE_FILE))
+    if resume and not resumable:
+        raise FileNotFoundError(f"--resume: no training checkpoint in {checkpoint_dir}")
+    found = [name for name in RUN_MARKERS if os.path.exists(os.path.join(out_dir, name))]
+    if not resume and found:
+        what = f"{out_dir} already holds a training run ({', '.join(found)})"
+        if resumable:
+            raise ValueError(f"{what}; pass --resume to continue it, or choose another --out")
+        raise ValueError(f"{what} with no checkpoint to resume; choose another --out, or empty it to start again")
+    try:
+        os.makedirs(out_dir, exist_ok=True)  # as `mkdir -p`: the directory is the run's own
+    except OSError as err:
+        raise type(err)(f"cannot create --out {out_dir}: {err.strerror or err}; choose another --out") from None
+    for directory in (out_dir, checkpoint_dir) if resume else (out_dir,):
+        try:
+            with tempfile.TemporaryFile(dir=directory):  # what writing says, not a guess from permission bits
+                pass
+        except OSError as err:
+            hint = "--resume writes there" if resume else "choose another --out"
+            raise type(err)(f"cannot write to {directory}: {err.strerror or err}; {hint}") from None
+
+
+def _changed_args(first: dict[str, Any], now: dict[str, Any], warmup_given: bool) -> str:
+    """The recorded arguments that differ, as "--steps: 1000 then, 500 now, ..."; a warmup derived
+    from the steps is not named when the steps are."""
+    changed = []
+    for key, value in now.items():
+        if first.get(key) == value or (key == "warmup" and not warmup_given and first.get("steps") != now["steps"]):
+            continue
+        changed.append(f"{ARG_NAMES.get(key, key)}: {first.get(key)} then, {value} now")
+    return ", ".join(changed)
+
+
+def _last_logged(log_path: str) -> tuple[float | None, dict[str, Any] | None]:
+    """The last loss and the last evaluation in a training log, (None, None) where there are none."""
+    loss = evaluation = None
+    try:
+        with open(log_path, encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                loss = record.get("loss", loss)
+                evaluation = record.get("eval", evaluation)
+    except (OSError, ValueError):  # a log is a record for people; the model does not depend on it
+        pass
+    return loss, evaluation
+
+
 def run_training(
     out_dir: str | os.PathLike,
     *,
@@ -150,12 +218,21 @@ def run_training(
     4. Train with ``train_loop``: batches of ``batch_size`` shuffled pairs, AdamW, warmup (default
        5% of ``steps``) + cosine; zero-shot top-1 on the held-out test pairs every ``eval_every``
        steps and at the end; metrics in ``train_log.jsonl``; a checkpoint in ``checkpoint/`` every
-       ``CHECKPOINT_EVERY`` steps. ``resume=True`` continues from that checkpoint (the arguments
-       must be those of the first run, recorded in ``run_args.json``).
-    5. Save config.json + model.safetensors, preprocessor_config.json, labels.json (all 36 class
-       names) and examples/*.png (held-out test images), so ``minialign classify`` can use it.
+       ``CHECKPOINT_EVERY`` steps and at Ctrl-C (of the last finished step). ``resume=True``
+       continues from that checkpoint (the arguments must be those of the first run, recorded in
+       ``run_args.json``).
+    5. Save config.json + model.safetensors, preprocessor_config.json, examples/*.png (held-out
+       test images) and labels.json (all 36 class names), so ``minialign classify`` can use it.
 
-    Returns a summary: the output directory, steps, final loss and the last evaluation.
+    Before any work, ``out_dir`` is checked (``_check_out_dir``): created with its parents if
+    missing; an error if it is a file or cannot be written, if a new run finds a training run
+    there (``RUN_MARKERS``), or if ``resume`` finds no checkpoint or other arguments.
+
+    Returns a summary: the output directory, steps, the step resumed from, final loss, the last
+    evaluation, seconds, and ``already_done``: True when ``resume`` found the run trained to its
+    last step and its model saved, in which case nothing was done (loss and evaluation are then
+    the log's). Ctrl-C raises ``TrainingInterrupted`` (a KeyboardInterrupt) whose message says
+    what was saved.
     """
     _check_run_args(config, steps, batch_size, lr, weight_decay, seed, eval_every, train_examples)
     from PIL import Image
@@ -167,22 +244,24 @@ def run_training(
 
     out_dir = os.fspath(out_dir)
     checkpoint_dir = os.path.join(out_dir, "checkpoint")
-    warmup = steps // 20 if warmup is None else warmup
+    log_path = os.path.join(out_dir, LOG_FILE)
+    warmup_given, warmup = warmup is not None, steps // 20 if warmup is None else warmup
     run_args = {"config": config, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "warmup": warmup,
                 "weight_decay": weight_decay, "max_grad_norm": max_grad_norm, "train_examples": train_examples,
                 "unnamed_colour_fraction": UNNAMED_COLOUR_FRACTION}
     run_args_path = os.path.join(out_dir, "run_args.json")
-    has_checkpoint = os.path.isfile(os.path.join(checkpoint_dir, STATE_FILE))
+    _check_out_dir(out_dir, checkpoint_dir, resume)
     if resume:
-        if not has_checkpoint:
-            raise FileNotFoundError(f"--resume: no training checkpoint in {checkpoint_dir}")
-        with open(run_args_path, encoding="utf-8") as fh:
-            first = json.load(fh)
-        if first != run_args:
-            changed = ", ".join(f"{k}: {first.get(k)!r} then, {v!r} now" for k, v in run_args.items() if first.get(k) != v)
+        first = read_json_object(run_args_path, error=ValueError,
+                                 not_found=f"--resume: {run_args_path} (the first run's arguments) not found")
+        changed = _changed_args(first, run_args, warmup_given)
+        if changed:
             raise ValueError(f"--resume needs the arguments of the first run ({changed})")
-    elif has_checkpoint:
-        raise ValueError(f"{out_dir} already holds a training checkpoint; pass --resume or choose another --out")
+        trained = read_json_object(os.path.join(checkpoint_dir, STATE_FILE), error=CheckpointError).get("step")
+        if trained == steps and all(os.path.isfile(os.path.join(out_dir, f)) for f in SAVED_MODEL_FILES):
+            final_loss, evaluation = _last_logged(log_path)
+            return {"out_dir": out_dir, "steps": steps, "resumed_from": steps, "final_loss": final_loss,
+                    "eval": evaluation, "seconds": 0.0, "already_done": True}
 
     # 1-2. data and vocabulary
     train = synthetic.generate(train_examples, split="train", seed=seed, image_size=IMAGE_SIZE,
@@ -227,34 +306,52 @@ def run_training(
     else:
         params, optimizer, start_step = init_params(model_config, seed), None, 0
         batches = ShuffledBatches(len(train), batch_size, make_batch, seed=[seed, 1])
-    params, history = train_loop(
-        params, loss_and_grads, batches, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm, optimizer=optimizer, start_step=start_step,
-        eval_fn=evaluate, eval_every=eval_every or None, log_path=os.path.join(out_dir, "train_log.jsonl"),
-        checkpoint_dir=checkpoint_dir, checkpoint_every=CHECKPOINT_EVERY, progress=progress,
-    )
+    try:
+        params, history = train_loop(
+            params, loss_and_grads, batches, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm, optimizer=optimizer, start_step=start_step,
+            eval_fn=evaluate, eval_every=eval_every or None, log_path=log_path,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=CHECKPOINT_EVERY, progress=progress,
+        )
+    except TrainingInterrupted as stop:  # say it for `minialign train`: what is saved, and how to go on
+        if stop.checkpoint_dir is not None:
+            message = (f"checkpoint saved at step {stop.step} of {steps} in {checkpoint_dir}; "
+                       "--resume continues from there")
+        elif resume:  # no step since the checkpoint resumed from
+            message = f"no step finished; {checkpoint_dir} is still at step {stop.step}; --resume continues from there"
+        else:  # the vocabulary and run_args.json are no training run (RUN_MARKERS): the same command works
+            message = "no step finished, nothing saved; the same command starts again"
+        kept = checkpoint_dir if stop.checkpoint_dir is not None or resume else None
+        raise TrainingInterrupted(message, step=stop.step, checkpoint_dir=kept) from None
 
     # 5. the model, in the hub layout, with what `minialign classify` needs
     # transformers' checkpoints also count the batches each batchnorm has seen (torch's
     # num_batches_tracked); write them so that transformers loads the model without a warning.
     counters = {name.replace("running_mean", "num_batches_tracked"): np.array(steps, dtype=np.int64)  # steps is the total, resumed or not
                 for name in params if name.endswith("running_mean")}
-    AlignModel(model_config, {**params, **counters}).save_pretrained(out_dir)
-    image_processor().save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "labels.json"), "w", encoding="utf-8") as fh:
-        json.dump(class_names, fh, indent=1)
-    os.makedirs(os.path.join(out_dir, "examples"), exist_ok=True)
-    saved: dict[int, int] = {}
-    for e in test:
-        if saved.get(e.label, 0) < EXAMPLE_IMAGES_PER_CLASS:
-            saved[e.label] = saved.get(e.label, 0) + 1
-            name = f"{e.class_name.replace(' ', '_')}_{saved[e.label]}.png"
-            Image.fromarray(e.image).save(os.path.join(out_dir, "examples", name))
+    try:
+        AlignModel(model_config, {**params, **counters}).save_pretrained(out_dir)
+        image_processor().save_pretrained(out_dir)
+        os.makedirs(os.path.join(out_dir, "examples"), exist_ok=True)
+        saved: dict[int, int] = {}
+        for e in test:
+            if saved.get(e.label, 0) < EXAMPLE_IMAGES_PER_CLASS:
+                saved[e.label] = saved.get(e.label, 0) + 1
+                name = f"{e.class_name.replace(' ', '_')}_{saved[e.label]}.png"
+                Image.fromarray(e.image).save(os.path.join(out_dir, "examples", name))
+        with open(os.path.join(out_dir, "labels.json"), "w", encoding="utf-8") as fh:  # last: see SAVED_MODEL_FILES
+            json.dump(class_names, fh, indent=1)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"the model was not completely saved; its checkpoint at step {steps} is in "
+                                  f"{checkpoint_dir}, and --resume finishes the save",
+                                  step=steps, checkpoint_dir=checkpoint_dir) from None
+    final_loss, evaluation = _last_logged(log_path) if not history else (None, None)
     return {
         "out_dir": out_dir,
         "steps": steps,
         "resumed_from": start_step if resume else None,
-        "final_loss": history[-1]["loss"] if history else None,
-        "eval": next((r["eval"] for r in reversed(history) if "eval" in r), None),
+        "final_loss": history[-1]["loss"] if history else final_loss,
+        "eval": next((r["eval"] for r in reversed(history) if "eval" in r), evaluation),
         "seconds": history[-1]["elapsed_s"] if history else 0.0,
+        "already_done": False,
     }
