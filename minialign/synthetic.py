@@ -7,7 +7,9 @@ texts are short, often incomplete ("circle"), full of junk ("IMG_2041.jpg", "fre
 sometimes simply the text of another picture. This module makes a tiny world with the same kind
 of noise, small enough to train a tiny ALIGN on 2 CPU cores in minutes:
 
-    image    64x64 RGB, one object (sometimes a second, smaller one) on a grey-ish background
+    image    64x64 RGB, one object (sometimes a second, smaller one) on a grey-ish background,
+             or (``variety``) drawn as people draw shapes: any background, any size, stretched,
+             hard-edged, JPEG-compressed
     caption  alt-text-like, lower-case ASCII, at most 16 words: "photo of a small crimson disc",
              "img_2041.jpg red circle", "circle", "red circle and blue star", ...
     label    (shape, colour) of the main object: SHAPES x COLOURS = 36 classes
@@ -41,6 +43,13 @@ The noise knobs (module constants unless said otherwise):
   colour jitter of +-12 per channel, backgrounds that are plain, gradient or lightly noisy grey
   tints, never close to an object colour (every object colour is saturated, every background
   almost grey).
+- ``variety`` (argument, default 0): that fraction of the images looks like what a person draws
+  with a paint program or Pillow instead: white, black, grey, pastel or saturated backgrounds,
+  sometimes textured, always at least 90 (RGB distance) from every object on them; one object
+  from 22% to 85% of the side, anywhere; the scene stretched by up to 1.65x either way, as a
+  non-square canvas is by the processor's resize to a square; hard edges in 30% of them and a
+  JPEG round trip (quality 30-94) in 30%. The captions do not change: the web's alt text rarely
+  describes the background.
 
 The levels are set for a model that must learn in 15 minutes on 2 CPU cores (about 130,000
 pairs seen). The first version had 35% synonyms, 30% one-attribute captions, 10% wrong captions,
@@ -194,6 +203,9 @@ class SceneObject:
     y: float = 0.5
     rotation: float = 0.0
     rgb: tuple[int, int, int] | None = None
+    # Width / height of the drawn shape relative to its true proportions: what a non-square canvas
+    # becomes after the processor's resize to a square (a circle on a 320x200 canvas is a wide ellipse).
+    aspect: float = 1.0
 
     def __post_init__(self) -> None:
         if self.shape not in OUTLINES:
@@ -208,7 +220,14 @@ class SceneObject:
 
     def outline(self) -> np.ndarray:  # -> [k, 2], in fractions of the image side
         """The rotated outline placed in the image (for the circle: its bounding box corners)."""
-        return _rotated(self.shape, self.rotation) * (self.size / 2) + (self.x, self.y)
+        return _extent(self.shape, self.rotation, self.size, self.aspect) + (self.x, self.y)
+
+
+def _extent(shape: str, rotation: float, size: float, aspect: float = 1.0) -> np.ndarray:  # -> [k, 2]
+    """The outline of an object of ``size`` centred at the origin, rotated, then stretched by
+    ``aspect`` (x by sqrt(aspect), y by 1 / sqrt(aspect): the area stays)."""
+    stretch = np.array([math.sqrt(aspect), 1 / math.sqrt(aspect)])
+    return _rotated(shape, rotation) * (size / 2) * stretch
 
 
 def _rotated(shape: str, degrees: float) -> np.ndarray:  # -> [k, 2]
@@ -257,6 +276,53 @@ def random_background(rng: np.random.Generator) -> Background:
     return Background(rgb=rgb, gradient=float(gradient), angle=float(angle), noise=float(noise))
 
 
+# The backgrounds a person draws on without thinking, for the ``variety`` share of the examples
+# (``generate``): white and black, greys of every level, pastels, saturated colours, and light
+# texture over any of these. Each background keeps a distance of at least _MIN_CONTRAST (in RGB)
+# from every object on it, so that no object vanishes into its background.
+VARIED_BACKGROUNDS = {"white": 0.2, "black": 0.15, "grey": 0.15, "pastel": 0.2, "saturated": 0.2, "textured": 0.1}
+_MIN_CONTRAST = 90.0
+_TEXTURE_NOISE = (8.0, 20.0)
+_BACKGROUND_TRIES = 20
+
+
+def varied_background(rng: np.random.Generator, object_rgbs: Sequence[tuple[int, int, int]]) -> Background:
+    """A background of ``VARIED_BACKGROUNDS``' kinds, at least _MIN_CONTRAST from every object colour
+    (redrawn within its kind until it is, then any white or black that is)."""
+    kinds = list(VARIED_BACKGROUNDS)
+    kind = kinds[int(rng.choice(len(kinds), p=list(VARIED_BACKGROUNDS.values())))]
+    noise = float(rng.uniform(*_TEXTURE_NOISE)) if kind == "textured" else 0.0
+    if kind == "textured":
+        kind = ("grey", "pastel")[int(rng.integers(2))]
+    for _ in range(_BACKGROUND_TRIES):
+        rgb = _background_rgb(kind, rng)
+        if min(math.dist(rgb, obj) for obj in object_rgbs) >= _MIN_CONTRAST:
+            return Background(rgb=rgb, noise=noise)
+    farthest = max(((255.0,) * 3, (0.0,) * 3), key=lambda c: min(math.dist(c, obj) for obj in object_rgbs))
+    return Background(rgb=farthest, noise=noise)
+
+
+def _background_rgb(kind: str, rng: np.random.Generator) -> tuple[float, float, float]:
+    if kind == "white":
+        return (float(rng.uniform(235, 255)),) * 3
+    if kind == "black":
+        return (float(rng.uniform(0, 25)),) * 3
+    if kind == "grey":
+        return (float(rng.uniform(25, 235)),) * 3
+    saturation, value = ((0.1, 0.35), (0.85, 1.0)) if kind == "pastel" else ((0.5, 1.0), (0.4, 1.0))
+    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*saturation), rng.uniform(*value))
+    return tuple(255.0 * c for c in rgb)
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:  # [H, W, 3] uint8 -> [H, W, 3] uint8
+    """The image as a JPEG of ``quality`` would give it back: blocky, with colour bleeding at edges."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
 @lru_cache(maxsize=8)
 def _unit_grid(image_size: int) -> tuple[np.ndarray, np.ndarray]:  # -> [H, W], [H, W] in [-0.5, 0.5]
     c = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size - 0.5
@@ -301,19 +367,23 @@ def render(
     image_size: int = 64,
     background: Background | None = None,
     rng: np.random.Generator | None = None,
+    hard_edges: bool = False,
 ) -> np.ndarray:  # -> [image_size, image_size, 3] uint8
     """Draw ``objects`` (in order, later ones on top) on ``background``.
 
     ``rng`` draws the background's noise (and the background itself when ``background`` is None);
     without one, ``default_rng(0)``. Each object is drawn as a white-on-black mask at 2x, reduced
     by a 2x2 box filter (so an edge pixel gets the covered fraction) and pasted in its colour
-    through that mask: interior pixels are exactly ``object.rgb``.
+    through that mask: interior pixels are exactly ``object.rgb``. ``hard_edges`` draws the mask at
+    1x instead: every pixel all object or all background, as a drawing program without
+    anti-aliasing makes it.
     """
     _check_image_size(image_size)
     rng = np.random.default_rng(0) if rng is None else rng
     background = random_background(rng) if background is None else background
     canvas = Image.fromarray(_paint_background(background, image_size, rng))
-    big = image_size * _SUPERSAMPLE
+    scale = 1 if hard_edges else _SUPERSAMPLE
+    big = image_size * scale
     for obj in objects:
         mask = Image.new("L", (big, big), 0)
         draw = ImageDraw.Draw(mask)
@@ -323,7 +393,7 @@ def render(
         else:
             draw.polygon(points.ravel().tolist(), fill=255)  # flat [x0, y0, x1, y1, ...]
         rgb = COLOURS[obj.colour] if obj.rgb is None else obj.rgb
-        canvas.paste(tuple(int(c) for c in rgb), mask=mask.reduce(_SUPERSAMPLE))
+        canvas.paste(tuple(int(c) for c in rgb), mask=mask.reduce(scale) if scale > 1 else mask)
     return np.asarray(canvas)
 
 
@@ -346,6 +416,13 @@ def contact_sheet(images: Sequence[np.ndarray], columns: int = 8, gap: int = 2) 
 # one 30-45% and the second 20-30%, so that both fit side by side.
 _SINGLE_SIZE, _MAIN_SIZE, _SECOND_SIZE = (0.42, 0.60), (0.30, 0.45), (0.20, 0.30)
 _PLACEMENT_TRIES = 12  # candidate positions for a second object; the one farthest from the first wins
+# The ``variety`` images (generate): one object from 22% of the side (10 pixels at 48x48) to 85%,
+# a canvas aspect ratio of up to e^0.5 = 1.65 either way, hard edges in 30% of them and a JPEG
+# round trip (quality 30-94) in 30%.
+_VARIED_SIZE = (0.22, 0.85)
+VARIED_ASPECT = 0.5
+HARD_EDGE_RATE = 0.3
+JPEG_RATE, JPEG_QUALITY = 0.3, (30, 95)
 
 
 # Hues (degrees) of the colours no caption names: lime, teal to cyan, magenta to pink. Each band
@@ -368,7 +445,7 @@ def _jittered_rgb(colour: str, rng: np.random.Generator) -> tuple[int, int, int]
 
 
 def _place(shape: str, colour: str | None, size: float, rng: np.random.Generator, tries: int = 1,
-           away_from: SceneObject | None = None) -> SceneObject:
+           away_from: SceneObject | None = None, aspect: float = 1.0) -> SceneObject:
     """An object at a random position where its rotated outline lies fully inside the image.
 
     With ``away_from``, ``tries`` positions are drawn and the one whose centre is farthest from
@@ -377,15 +454,19 @@ def _place(shape: str, colour: str | None, size: float, rng: np.random.Generator
     rotation = float(rng.uniform(-MAX_ROTATION[shape], MAX_ROTATION[shape]))
     rgb = unnamed_rgb(rng) if colour is None else _jittered_rgb(colour, rng)
     # The outline at the origin gives how far the object reaches left/right/up/down of its centre.
-    at_origin = _rotated(shape, rotation) * (size / 2)  # [k, 2]
+    at_origin = _extent(shape, rotation, size, aspect)  # [k, 2]
     # [2] each: the allowed centres per axis (never empty for sizes <= 0.6 and these rotations)
     low, high = -at_origin.min(axis=0), 1 - at_origin.max(axis=0)
-    centres = rng.uniform(low, high, (tries, 2))  # [tries, 2]
+    # An object wider than the image on an axis (a large one, stretched or turned) is centred
+    # there and runs off both edges a little, as a close-up does. (Drawing 0.5 + 0 * u keeps the
+    # random stream of the objects that fit.)
+    fits = low <= high
+    centres = np.where(fits, rng.uniform(np.where(fits, low, 0.5), np.where(fits, high, 0.5), (tries, 2)), 0.5)
     best = 0
     if away_from is not None:
         best = int(np.argmax(np.hypot(centres[:, 0] - away_from.x, centres[:, 1] - away_from.y)))
     x, y = centres[best]
-    return SceneObject(shape, colour, size, float(x), float(y), rotation, rgb)
+    return SceneObject(shape, colour, size, float(x), float(y), rotation, rgb, aspect)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -656,6 +737,7 @@ def generate(
     two_object_fraction: float = 0.15,
     wrong_caption_fraction: float = 0.05,
     unnamed_colour_fraction: float = 0.0,
+    variety: float = 0.0,
 ) -> list[Example]:
     """``n`` examples of ``split``, the same ones for the same arguments.
 
@@ -666,6 +748,13 @@ def generate(
     unnamed colours and no wrong captions (those fractions are ignored), though captions are as
     noisy as in training otherwise. Main classes are balanced: each split's pairs in turn, in a
     random order, so n = 600 test examples hold 100 of each held-out pair.
+
+    ``variety`` (in every split): that fraction of the images is drawn as people draw shapes,
+    not as the grey-background images above: a background of any kind (``varied_background``),
+    one object from _VARIED_SIZE of the side (small to filling the frame), the whole scene
+    stretched as a non-square canvas is by the processor's resize (``VARIED_ASPECT``), sometimes
+    hard edges (``HARD_EDGE_RATE``) and sometimes a JPEG round trip (``JPEG_RATE``, ``JPEG_QUALITY``).
+    ``variety=0`` draws exactly what earlier versions drew, from the same random stream.
     """
     _check_split(split)
     if not is_int(n) or n < 0:
@@ -674,6 +763,7 @@ def generate(
     _check_fraction("two_object_fraction", two_object_fraction)
     _check_fraction("wrong_caption_fraction", wrong_caption_fraction)
     _check_fraction("unnamed_colour_fraction", unnamed_colour_fraction)
+    _check_fraction("variety", variety)
     if split != "train":
         two_object_fraction = wrong_caption_fraction = unnamed_colour_fraction = 0.0
 
@@ -684,21 +774,28 @@ def generate(
     examples = []
     for pair_id in main_ids:
         shape, colour = pairs[pair_id]
+        varied = bool(variety) and rng.random() < variety
+        aspect = math.exp(rng.uniform(-VARIED_ASPECT, VARIED_ASPECT)) if varied else 1.0
+        single_size = _VARIED_SIZE if varied else _SINGLE_SIZE
         if unnamed_colour_fraction and rng.random() < unnamed_colour_fraction:
             colour = None
-            objects = (_place(shape, None, rng.uniform(*_SINGLE_SIZE), rng),)
+            objects = (_place(shape, None, rng.uniform(*single_size), rng, aspect=aspect),)
         elif rng.random() < two_object_fraction:
-            main = _place(shape, colour, rng.uniform(*_MAIN_SIZE), rng)
+            main = _place(shape, colour, rng.uniform(*_MAIN_SIZE), rng, aspect=aspect)
             second_pair = (shape, colour)
             while second_pair == (shape, colour):  # another class: no "red circle and red circle"
                 second_pair = second_pairs[int(rng.integers(len(second_pairs)))]
-            second = _place(*second_pair, rng.uniform(*_SECOND_SIZE), rng, _PLACEMENT_TRIES, away_from=main)
+            second = _place(*second_pair, rng.uniform(*_SECOND_SIZE), rng, _PLACEMENT_TRIES, away_from=main,
+                            aspect=aspect)
             objects = (main, second)
         else:
-            objects = (_place(shape, colour, rng.uniform(*_SINGLE_SIZE), rng),)
-        background = random_background(rng)
+            objects = (_place(shape, colour, rng.uniform(*single_size), rng, aspect=aspect),)
+        background = varied_background(rng, [o.rgb for o in objects]) if varied else random_background(rng)
         # The main object is drawn last, on top: it is always fully visible.
-        image = render(objects[::-1], image_size=image_size, background=background, rng=rng)
+        image = render(objects[::-1], image_size=image_size, background=background, rng=rng,
+                       hard_edges=varied and rng.random() < HARD_EDGE_RATE)
+        if varied and rng.random() < JPEG_RATE:
+            image = jpeg_round_trip(image, int(rng.integers(*JPEG_QUALITY)))
         caption = caption_for(objects, background, rng)
         examples.append(Example(image, caption, shape, colour, True, objects, background))
     _swap_captions(examples, wrong_caption_fraction, rng)

@@ -122,3 +122,40 @@ def test_the_backend_numbers_are_those_of_the_committed_benchmark_results():
     assert (f"in {seconds['reference']}, the NumPy backend in {seconds['numpy']}, and transformers on torch in "
             f"{seconds['torch']}") in page
     assert f"takes {seconds['numpy']} instead of {seconds['numpy, OpenBLAS default']}" in page
+
+
+def test_the_drawn_shapes_tables_are_those_of_the_committed_result():
+    """The training page's tables of the shipped model on drawn shapes are what
+    benchmarks/drawn_shapes_eval.py --table prints for the committed result."""
+    results = ROOT / "benchmarks" / "results" / "drawn_shapes_align-nano.json"
+    text = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drawn_shapes_eval.py"), "--table", str(results)],
+                          capture_output=True, text=True, check=True).stdout
+    page = (ROOT / "docs" / "training.md").read_text()
+    shown = [block for block in text.strip().split("\n\n")
+             if block.startswith(("Overall", "| background", "| canvas", "| object size", "| jpeg", "| pair"))]
+    assert len(shown) == 6
+    for block in shown:
+        assert block in page, f"docs/training.md lacks, or has an old copy of:\n{block}"
+
+
+def test_the_variety_runs_table_is_that_of_the_committed_runs():
+    """Each row of the training page's "Drawn shapes in training" table, from the run's log and
+    its drawn-shapes result (the shipped model's from its own log and result)."""
+    results = ROOT / "benchmarks" / "results"
+    runs = {"0 (shipped)": (ROOT / "minialign" / "models" / "align-nano" / "train_log.jsonl",
+                            results / "drawn_shapes_align-nano.json")}
+    for variety in ("0.25", "0.5"):
+        folder = results / "variety_runs" / f"variety-{variety}"
+        assert json.loads((folder / "run_args.json").read_text())["variety"] == float(variety)
+        runs[variety] = (folder / "train_log.jsonl", folder / "drawn_shapes.json")
+    page = (ROOT / "docs" / "training.md").read_text()
+    for name, (log, drawn) in runs.items():
+        last = [json.loads(line) for line in log.read_text().splitlines() if '"eval"' in line][-1]
+        assert last["step"] == 1000
+        result = json.loads(drawn.read_text())
+        per = result["per"]
+        cells = [last["eval"]["zero_shot_top1"], result["overall"]["top1"], per["background"]["white"]["top1"],
+                 per["background"]["black"]["top1"], per["background"]["saturated"]["top1"],
+                 per["object_size"]["small"]["top1"], per["object_size"]["large"]["top1"]]
+        row = f"| {name} | " + " | ".join(f"{100 * c:.1f}%" for c in cells) + " |"
+        assert row in page, row

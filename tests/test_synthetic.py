@@ -294,6 +294,7 @@ def test_test_splits_have_no_unnamed_colours():
         ({"wrong_caption_fraction": -0.1}, "wrong_caption_fraction must be a number in [0, 1], found -0.1"),
         ({"wrong_caption_fraction": float("nan")}, "wrong_caption_fraction must be a number in [0, 1], found nan"),
         ({"unnamed_colour_fraction": 2}, "unnamed_colour_fraction must be a number in [0, 1], found 2"),
+        ({"variety": -1}, "variety must be a number in [0, 1], found -1"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -319,3 +320,52 @@ def test_bad_objects():
 
 def test_zero_examples():
     assert generate(0) == []
+
+
+# -- the variety of what people draw -------------------------------------------------------------
+
+
+def test_variety_zero_draws_what_earlier_versions_drew():
+    """The knob draws nothing from the random stream when it is 0: same images, same captions."""
+    for a, b in zip(generate(40, seed=3, unnamed_colour_fraction=0.5), generate(40, seed=3, unnamed_colour_fraction=0.5,
+                                                                                 variety=0.0)):
+        assert np.array_equal(a.image, b.image) and a.caption == b.caption
+
+
+def test_varied_images_cover_every_background_kind_size_and_stretch():
+    examples = generate(600, seed=5, image_size=48, variety=1.0)
+    sizes = [e.objects[0].size for e in examples if len(e.objects) == 1]
+    assert min(sizes) < 0.3 and max(sizes) > 0.75  # small to filling the frame
+    aspects = [e.objects[0].aspect for e in examples]
+    assert min(aspects) < 0.7 and max(aspects) > 1.4  # canvases wider and taller than square
+    levels = [np.mean(e.background.rgb) for e in examples]
+    assert min(levels) < 25 and max(levels) > 235  # black and white
+    saturation = [colorsys.rgb_to_hsv(*(c / 255 for c in e.background.rgb))[1] for e in examples]
+    assert max(saturation) > 0.8 and np.mean(np.array(saturation) > 0.1) > 0.3  # colours, not only greys
+
+
+@given(seed=seeds)
+def test_a_varied_background_keeps_its_distance_from_every_object(seed):
+    rng = np.random.default_rng(seed)
+    objects = [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2)]
+    background = synthetic.varied_background(rng, objects)
+    assert min(np.linalg.norm(np.subtract(background.rgb, o)) for o in objects) >= 90
+
+
+def test_hard_edges_and_jpeg():
+    obj = SceneObject("circle", "red", 0.5)
+    plain = Background(rgb=(255.0, 255.0, 255.0))
+    hard = render([obj], image_size=32, background=plain, hard_edges=True)
+    soft = render([obj], image_size=32, background=plain)
+    colours = {tuple(p) for p in hard.reshape(-1, 3)}
+    assert colours == {(255, 255, 255), COLOURS["red"]}  # every pixel all object or all background
+    assert len({tuple(p) for p in soft.reshape(-1, 3)}) > 2  # anti-aliased edge pixels in between
+    jpeg = synthetic.jpeg_round_trip(soft, 40)
+    assert jpeg.shape == soft.shape and jpeg.dtype == np.uint8 and not np.array_equal(jpeg, soft)
+    assert np.abs(jpeg.astype(int) - soft).mean() < 10  # the same picture, with its artefacts
+
+
+def test_a_stretched_object_keeps_its_area_and_widens():
+    wide = SceneObject("square", "blue", 0.4, aspect=2.0).outline()
+    width, height = np.ptp(wide, axis=0)
+    assert width / height == pytest.approx(2.0) and width * height == pytest.approx(0.4 * 0.4)

@@ -266,7 +266,8 @@ def test_the_training_vocabulary_keeps_every_colour_and_shape_word_whole(tmp_pat
 
     captions = [e.caption for e in synthetic.generate(recipe.TRAIN_EXAMPLES, split="train", seed=0,
                                                       image_size=recipe.IMAGE_SIZE,
-                                                      unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION)]
+                                                      unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION,
+                                                      variety=recipe.VARIETY)]
     vocab = learn_wordpiece_vocab(captions, recipe.VOCAB_SIZE)
     assert len(vocab) < recipe.VOCAB_SIZE, "the learner stopped at the cap, not when it ran out of pairs"
     words = sorted({word for forms in synthetic.SYNONYMS.values() for form in forms for word in form.split()})

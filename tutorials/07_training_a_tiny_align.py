@@ -27,7 +27,7 @@ out = tempfile.mkdtemp(prefix="align-tiny-")
 
 # %%
 for e in synthetic.generate(8, split="train", seed=0, image_size=recipe.IMAGE_SIZE,
-                            unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION):
+                            unnamed_colour_fraction=recipe.UNNAMED_COLOUR_FRACTION, variety=recipe.VARIETY):
     what = e.class_name if e.colour is not None else f"{e.shape} (unnamed)"
     print(f"{what:18} {'ok   ' if e.correct_caption else 'WRONG'} {e.caption!r}")
 
