@@ -21,7 +21,7 @@ _EXPORTS = {
     "CheckpointError": "checkpoint",
     "AlignConfig": "config", "AlignTextConfig": "config", "AlignVisionConfig": "config", "ConfigError": "config",
     "EfficientNetImageProcessor": "image_processing", "ImageInputError": "image_processing",
-    "ZeroShotImageClassificationPipeline": "pipeline", "pipeline": "pipeline",
+    "ZeroShotImageClassificationPipeline": "pipelines", "pipeline": "pipelines",
     "AlignProcessor": "processing",
     "AlignTextModel": "text_model", "TextModelOutput": "text_model",
     "BertTokenizer": "tokenizer",

@@ -217,7 +217,7 @@ def _progress(args, total: int, desc: str, unit: str = "img"):
 
 
 def cmd_classify(args) -> int:
-    from .pipeline import DEFAULT_TEMPLATE, pipeline
+    from .pipelines import DEFAULT_TEMPLATE, pipeline
 
     model, processor, directory = _load(args)
     classes = _class_names(directory)
@@ -259,7 +259,7 @@ def cmd_classify(args) -> int:
 def _hint_unseen_words(labels: list[str], classes: list[str], model: str) -> None:
     """A model trained by minialign knows the world of its class names: say so when the labels
     use words that none of them contains (they come out near-uniform, which is no bug)."""
-    from .pipeline import few
+    from .pipelines import few
 
     known = {word for name in classes for word in name.lower().split()}
     unseen = list(dict.fromkeys(w for label in labels for w in label.lower().split() if w not in known))

@@ -12,7 +12,7 @@ import numpy as np
 
 from minialign import AlignModel, pipeline, synthetic
 from minialign.cli import main
-from minialign.pipeline import DEFAULT_MODEL_DIR, default_model_dir
+from minialign.pipelines import DEFAULT_MODEL_DIR, default_model_dir
 from minialign.tokenizer import BertTokenizer
 from minialign.training import recipe
 

@@ -109,3 +109,16 @@ def test_bad_arguments(checkpoint, images, kwargs, message):
 def test_unknown_task_and_missing_default_model():
     with pytest.raises(ValueError, match="unknown task 'image-classification'"):
         pipeline("image-classification")
+
+
+def test_minialign_pipeline_is_the_function_whatever_was_imported_first():
+    """`import minialign` is lazy: the function must win over a submodule of the same name."""
+    import subprocess
+    import sys
+
+    code = ("import minialign.pipelines, minialign.cli\n"
+            "from minialign import pipeline, ZeroShotImageClassificationPipeline\n"
+            "import minialign\n"
+            "assert callable(pipeline) and minialign.pipeline is pipeline, pipeline\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ import numpy as np
 
 from minialign import AlignModel
 from minialign.backends import reference
-from minialign.pipeline import default_model_dir
+from minialign.pipelines import default_model_dir
 from minialign.tokenizer import BertTokenizer
 
 model = AlignModel.from_pretrained(default_model_dir())

@@ -18,7 +18,7 @@ import numpy as np
 
 from minialign import AlignModel, synthetic
 from minialign.backends import reference
-from minialign.pipeline import default_model_dir
+from minialign.pipelines import default_model_dir
 from minialign.training import recipe
 from minialign.vision_model import depthwise_padding
 

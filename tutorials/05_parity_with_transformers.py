@@ -14,7 +14,7 @@ import tempfile
 from safetensors.numpy import load_file, save_file
 
 from minialign.parity import format_report, parity_report
-from minialign.pipeline import default_model_dir
+from minialign.pipelines import default_model_dir
 
 report = parity_report(default_model_dir())
 print(format_report(report))

@@ -9,6 +9,10 @@ score. Beyond it, ``hypothesis_template`` may be a list of templates: each label
 then the normalised mean of its normalised template embeddings (prompt ensembling, as in CLIP's
 paper and open_clip's ``build_zero_shot_classifier``), which usually helps more than any single
 wording. Label embeddings are computed once per (labels, templates) and reused across images.
+
+The module is ``pipelines`` (as transformers' ``transformers.pipelines``) and the function
+``minialign.pipeline``: a submodule named like the function would replace it as an attribute of
+the package whenever something imported the submodule first.
 """
 
 from __future__ import annotations
