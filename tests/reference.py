@@ -92,3 +92,13 @@ def align_checkpoint(directory, *, seed: int = 0, temperature: float = 0.07, tex
 
     EfficientNetImageProcessor.align_base().save_pretrained(directory)
     return model
+
+
+def tiny_align_checkpoint(directory, *, seed: int = 2):
+    """The smallest ALIGN the command-line tests run end to end: a 1-layer BERT of width 16 and a
+    width-0.1 EfficientNet, 32-d embeddings, temperature 0.05 (sharp enough for ranked scores)."""
+    return align_checkpoint(
+        directory, seed=seed, temperature=0.05, projection_dim=32,
+        text=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24),
+        vision=dict(width_coefficient=0.1, depth_coefficient=0.2, hidden_dim=32),
+    )
