@@ -20,3 +20,5 @@ for op in depthwise_conv batchnorm_silu layer_norm attention gemm; do
 done
 # The whole model (the Triton-backend issue): ~3 minutes with the torch.compile baselines.
 timeout 400 python benchmarks/gpu_align.py --out "$out/gpu_align.json" 2>&1 | tail -n 60
+# The kernel lab's prediction beside the measured time of every launch (calibration).
+timeout 300 python benchmarks/kernel_report.py --measure --out "$out/kernel_report_measured.json" 2>&1 | tail -n 20

@@ -7,6 +7,8 @@ computes garbage or faults, silently. Launchers therefore check everything first
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 
@@ -17,6 +19,20 @@ class KernelInputError(ValueError):
 # Under TRITON_INTERPRET=1 (CI has no GPU) kernels run on CPU tensors, in float32 only: the
 # interpreter emulates the GPU with NumPy, which has no bfloat16.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# The kernel lab (plan.py) runs the launchers on meta tensors (shapes only) while Triton's JIT
+# records each launch and stops before compiling it: meta tensors pass the device check there.
+_PLANNING = contextvars.ContextVar("planning", default=False)
+
+
+@contextlib.contextmanager
+def planning():
+    """Within: launchers accept meta tensors (plan.recording, where nothing is launched)."""
+    token = _PLANNING.set(True)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
 
 
 def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, device=None, contiguous: bool = False,
@@ -39,7 +55,7 @@ def check_tensor(name: str, t, *, ndim: int | None = None, dtypes=None, device=N
         raise KernelInputError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
     if device is not None and t.device != device:
         raise KernelInputError(f"{name} is on {t.device}, the other inputs are on {device}")
-    if not INTERPRETED and t.device.type != "cuda":
+    if not INTERPRETED and t.device.type != "cuda" and not (_PLANNING.get() and t.device.type == "meta"):
         raise KernelInputError(f"{name} is on {t.device}; Triton kernels need CUDA tensors "
                                "(or TRITON_INTERPRET=1 to run them on the CPU)")
     if contiguous and not t.is_contiguous():

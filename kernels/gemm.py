@@ -43,7 +43,8 @@ once, in the output dtype.
 - Block sizes come from a small fixed table (``_config``), no autotuning: 128 x 256 x 64 with 8
   warps for wide outputs (the shape tutorial 03 finds best for large 16-bit GEMMs on Hopper),
   128 x 128 x 64 for narrow ones (N < 512: most EfficientNet projections) so that there are
-  enough tiles to fill 132 SMs, and for any GEMM with an A-scale (its tile is staged too).
+  enough tiles to fill 132 SMs, and with 8 warps for an A-scale or the exact GELU (their
+  epilogues spill with 4; see ``_config``).
 
 References: Triton tutorial 03 "Matrix Multiplication" (python/tutorials/03-matrix-multiplication.py);
 Liger-Kernel's fused linear ops; ``minialign.backends.reference``: ``linear``, ``pointwise_conv``,
@@ -160,7 +161,7 @@ def _gemm_epilogue_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
 
 
-def _config(dtype, N: int, has_a_scale: bool) -> dict:
+def _config(dtype, N: int, has_a_scale: bool, activation: str | None = None) -> dict:
     """Block sizes, warps and pipeline depth: a fixed table, no autotuning.
 
     - Interpreter (CPU tests): small tiles, so the tests' tiny shapes still span several tiles
@@ -170,9 +171,11 @@ def _config(dtype, N: int, has_a_scale: bool) -> dict:
       (3 * (128*64 + 64*256) * 2 B = 144 KiB of shared memory) is tutorial 03's top Hopper
       config for large GEMMs; when N is narrow (< 512: EfficientNet's projections) a 256-wide
       tile would waste columns and leave too few tiles for 132 SMs, so 128 x 128 x 64, 4 warps.
-      With an A-scale the pipeline may also stage the [BLOCK_M, BLOCK_K] gate tile (32 KiB per
-      step in float32), which would overflow shared memory at 128 x 256 x 64 (3 * 80 KiB; a
-      block gets at most 227 KiB on an H100): 128 x 128 x 64 with 3 stages (<= 3 * 64 KiB).
+    - Two epilogues need more registers than 4 warps have for a 128 x 128 tile (the kernel lab,
+      ``minialign kernels report``, found 255 registers per thread and spills on sm_90a and
+      sm_80): the SE gate on A, whose [BLOCK_M, BLOCK_K] tile is staged and scaled in float32,
+      and the exact GELU, whose erf is ~40 instructions per element. Both take 128 x 128 x 64
+      with 8 warps and 3 stages: 116-200 registers, no spills, on both architectures.
     """
     import torch
 
@@ -180,8 +183,8 @@ def _config(dtype, N: int, has_a_scale: bool) -> dict:
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
     if dtype == torch.float32:
         return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
-    if has_a_scale:
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=3)
+    if has_a_scale or activation == "gelu":
+        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
     if N >= 512:
         return dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)
@@ -271,7 +274,7 @@ def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = No
     c = torch.empty((M, N), device=device, dtype=dtype)
     if M == 0 or N == 0:
         return c
-    cfg = _config(dtype, N, a_scale is not None)
+    cfg = _config(dtype, N, a_scale is not None, activation)
     if config:
         unknown = set(config) - set(cfg)
         if unknown:

@@ -181,6 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zero-shot evaluation every K steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint with the same arguments")
     _json_arg(p)
+
+    p = command("kernels", "the kernel lab: the Triton kernels compiled for a named GPU, no GPU needed")
+    kernels = p.add_subparsers(dest="kernels_command", required=True, metavar="ACTION", parser_class=_Parser)
+    p = kernels.add_parser("report", formatter_class=formatter,
+                           help="compile every kernel align-base launches; registers, SASS, roofline prediction",
+                           description="Compile every kernel specialisation one align-base forward launches for "
+                                       "the device's GPU (no GPU needed; needs the [gpu] extra), read registers, "
+                                       "spills, shared memory and the SASS, and predict each launch's time with "
+                                       "a roofline model (a lower bound, not a measurement).")
+    p.add_argument("--device", choices=("h100", "a100", "all"), default="h100",
+                   help="the GPU to compile for: h100 (sm_90a) or a100 (sm_80)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32", "all"), default="bfloat16", help="compute dtype")
+    p.add_argument("--image-batch", type=_positive_int, default=64, metavar="N", help="images per vision forward")
+    p.add_argument("--text-batch", type=_positive_int, default=256, metavar="N", help="texts per text forward")
+    p.add_argument("--text-length", type=_positive_int, default=64, metavar="T", help="tokens per text")
+    p.add_argument("--asm", default=None, metavar="DIR", help="also write each specialisation's PTX and SASS into DIR")
+    _json_arg(p)
     return parser
 
 
@@ -363,8 +380,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_kernels(args) -> int:
+    """``minialign kernels report``: see minialign/kernels/report.py."""
+    try:
+        import torch  # noqa: F401
+        import triton  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"the kernel lab needs torch and triton ({error.name} is not installed): "
+                         "pip install 'minialign[gpu]' (no GPU is needed)") from None
+    from .kernels.report import analyse, format_report
+
+    devices = ("h100", "a100") if args.device == "all" else (args.device,)
+    dtypes = ("bfloat16", "float32") if args.dtype == "all" else (args.dtype,)
+    reports = []
+    for device in devices:
+        for dtype in dtypes:
+            with _progress(args, 0, f"compiling for {device}, {dtype}", unit="kernel") as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                asm = None if args.asm is None else os.path.join(args.asm, f"{device}-{dtype}")
+                reports.append(analyse(device, dtype, image_batch=args.image_batch, text_batch=args.text_batch,
+                                       text_length=args.text_length, asm_dir=asm, progress=progress))
+            if not args.json:
+                print(format_report(reports[-1]) + "\n")
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=1))
+    return 0
+
+
 COMMANDS = {"classify": cmd_classify, "embed": cmd_embed, "search": cmd_search, "parity": cmd_parity,
-            "bench": cmd_bench, "train": cmd_train}
+            "bench": cmd_bench, "train": cmd_train, "kernels": cmd_kernels}
 
 
 def _one_line(text: str) -> str:

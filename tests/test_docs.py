@@ -160,3 +160,16 @@ def test_the_variety_runs_table_is_that_of_the_committed_runs():
                  per["object_size"]["small"]["top1"], per["object_size"]["large"]["top1"]]
         row = f"| {name} | " + " | ".join(f"{100 * c:.1f}%" for c in cells) + " |"
         assert row in page, row
+
+
+def test_the_kernel_lab_tables_are_those_of_the_committed_report():
+    """docs/kernels/lab.md's tables are what benchmarks/kernel_report.py --table prints for the
+    committed report (tests/test_kernel_lab.py checks that report against a fresh compile)."""
+    results = ROOT / "benchmarks" / "results" / "kernel_report.json"
+    text = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernel_report.py"), "--table", str(results)],
+                          capture_output=True, text=True, check=True).stdout
+    page = (ROOT / "docs" / "kernels" / "lab.md").read_text()
+    blocks = text.strip().split("\n\n")
+    assert len(blocks) == 2
+    for block in blocks:
+        assert block in page, f"docs/kernels/lab.md lacks, or has an old copy of:\n{block}"

@@ -1,0 +1,226 @@
+"""Which kernels one forward pass launches, with exactly which specialisations, found without a GPU.
+
+The kernel lab (``report.py``) compiles what the model really launches, not a guess of it. This
+module finds that out by running the model itself -- ``AlignModel`` on the Triton backend, the
+same code as on a GPU -- on *meta* tensors (torch tensors with a shape, a dtype and strides but
+no memory), with Triton's JIT told to stop just before compiling:
+
+1. ``PlanningOps`` is ``TritonOps`` whose arrays are meta tensors: weights and inputs cost nothing,
+   and the torch work between kernels (permutes, the stem's conv, the embedding lookup) only
+   computes shapes.
+2. Triton's active driver is replaced, for the duration, by one that names the target GPU
+   (capability 90 or 80) and has no device: the JIT's binder then specialises each launch for
+   that target exactly as on a real machine -- argument types, 16-byte alignment and
+   divisibility of pointers and integers (from the meta tensors' offsets), ``== 1`` integers.
+3. ``knobs.runtime.jit_cache_hook`` receives each launch's signature, constexprs, attributes and
+   options (warps, stages) and answers "handled": Triton compiles nothing and launches nothing.
+   A wrapper around each kernel's ``run`` keeps the grid and the arguments by name.
+
+Every launch is kept (``Launch``); ``distinct`` groups them by specialisation. The assumption a
+meta tensor makes: every allocation starts 16-byte aligned (CUDA's allocator aligns to 256 B),
+and a view's offset is its real offset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ARCH_CAPABILITY = {"sm_90a": 90, "sm_80": 80}  # Triton compiles capability 90 for sm_90a
+
+
+@dataclass
+class Launch:
+    """One kernel launch as the JIT saw it.
+
+    ``signature`` / ``constexprs`` / ``attrs`` / ``options`` are what Triton hands ``ASTSource``
+    and ``compile``; ``grid`` has three entries; ``scalars`` the runtime integer and float
+    arguments by name; ``tensors`` each pointer argument's (shape, dtype, strides); ``tower``
+    is "vision" or "text"."""
+
+    kernel: str
+    fn: Any = field(repr=False)
+    signature: dict[str, str]
+    constexprs: dict
+    attrs: dict
+    options: dict
+    grid: tuple[int, int, int]
+    scalars: dict[str, Any]
+    tensors: dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]
+    tower: str
+    constants: dict[str, Any]  # the constexpr arguments by name (``constexprs`` is keyed by position)
+
+    @property
+    def key(self) -> tuple:
+        """What makes two launches one compiled kernel: everything but the grid and the values."""
+        return (self.kernel, tuple(self.signature.items()), repr(sorted(self.constexprs.items(), key=str)),
+                repr(sorted(self.attrs.items(), key=str)), tuple(sorted(self.options.items())))
+
+    @property
+    def programs(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+
+class _PlanningDriver:
+    """What Triton's JIT asks of its driver before compiling: a target, a device and a stream."""
+
+    def __init__(self, capability: int):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", capability, 32)
+        self.device = f"plan-{capability}"  # a cache key of its own: never a real device's binder
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return self.device
+
+    def get_current_stream(self, device=None):
+        return 0
+
+
+
+def _kernels() -> list:
+    from . import attention, batchnorm_silu, depthwise_conv, gemm, layer_norm, se_gate
+
+    return [attention._attention_kernel, batchnorm_silu._batchnorm_act_kernel,
+            depthwise_conv._depthwise_conv_bn_silu_kernel, gemm._gemm_epilogue_kernel,
+            layer_norm._layer_norm_kernel, se_gate._se_gate_kernel]
+
+
+@contextlib.contextmanager
+def recording(arch: str, launches: list[Launch], tower: list[str]):
+    """Within: every launch of the project's kernels is appended to ``launches`` for ``arch``, not run."""
+    import torch
+    from triton import knobs
+    from triton.runtime.driver import driver
+
+    from ._checks import INTERPRETED
+
+    if INTERPRETED:
+        raise ValueError("the kernel lab compiles for a GPU: unset TRITON_INTERPRET (the interpreter "
+                         "replaces the compiler, and the launchers choose the interpreter's tile sizes)")
+    if arch not in ARCH_CAPABILITY:
+        raise ValueError(f"arch must be one of {tuple(ARCH_CAPABILITY)}, got {arch!r}")
+    pending: list[dict] = []
+
+    def hook(*, compile, **_):
+        # The options a launcher can set (the rest keep their defaults, as in the JIT).
+        options = {name: compile[name] for name in ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")}
+        pending.append({"signature": dict(compile["signature"]), "constexprs": dict(compile["constants"]),
+                        "attrs": dict(compile["configs"][0]), "options": options})
+        return True  # handled: compile nothing, launch nothing
+
+    originals = {}
+
+    def wrap(fn):
+        run = fn.run
+
+        def recorded_run(*args, grid, warmup, **kwargs):
+            before = len(pending)
+            run(*args, grid=grid, warmup=warmup, **kwargs)
+            if len(pending) == before:
+                raise RuntimeError(f"{fn.__name__}: the JIT did not report the launch (a cached kernel?)")
+            spec = pending.pop()
+            named = dict(zip(fn.arg_names, args)) | kwargs
+            tensors = {n: (tuple(v.shape), str(v.dtype).removeprefix("torch."), tuple(v.stride()))
+                       for n, v in named.items() if isinstance(v, torch.Tensor)}
+            constexpr_names = {fn.arg_names[i] for i in fn.constexprs}
+            scalars = {n: v for n, v in named.items() if n in fn.arg_names and n not in constexpr_names
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            g = tuple(grid) + (1,) * (3 - len(grid))
+            constants = {fn.arg_names[path[0]]: value for path, value in spec["constexprs"].items() if len(path) == 1}
+            launches.append(Launch(fn.__name__, fn, spec["signature"], spec["constexprs"], spec["attrs"],
+                                   spec["options"], g, scalars, tensors, tower[0], constants))
+            return None
+
+        originals[fn] = run
+        fn.run = recorded_run
+
+    previous_hook = knobs.runtime.jit_cache_hook
+    # Kept as it is, not through driver.default: without a GPU there is no default driver to make.
+    previous_driver = driver._active
+    driver.set_active(_PlanningDriver(ARCH_CAPABILITY[arch]))
+    knobs.runtime.jit_cache_hook = hook
+    from ._checks import planning
+
+    try:
+        for fn in _kernels():
+            wrap(fn)
+        with planning():
+            yield
+    finally:
+        for fn, run in originals.items():
+            fn.run = run
+        knobs.runtime.jit_cache_hook = previous_hook
+        driver._active = previous_driver
+
+
+def _planning_ops(dtype: str):
+    import torch
+
+    from minialign.backends.triton import TritonOps
+
+    class PlanningOps(TritonOps):
+        """TritonOps on meta tensors: shapes, dtypes and strides, no memory and no arithmetic."""
+
+        def __init__(self):
+            self.device = torch.device("meta")
+            self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+        def from_numpy(self, array):
+            array = np.asarray(array) if not isinstance(array, torch.Tensor) else array
+            floating = np.issubdtype(array.dtype, np.floating) if isinstance(array, np.ndarray) else array.is_floating_point()
+            return torch.empty(tuple(array.shape), dtype=self.dtype if floating else torch.int64, device="meta")
+
+        def to_numpy(self, x):
+            return np.zeros(tuple(x.shape), dtype=np.float32)
+
+    return PlanningOps()
+
+
+def _zeros(shape) -> np.ndarray:
+    return np.broadcast_to(np.float32(0), shape)  # a weight of that shape, without the memory
+
+
+# align-base's processor crops 289 x 289 (its vision config's image_size, 600, is EfficientNet-B7's
+# and not what the model is fed).
+IMAGE_SIZE = 289
+
+
+def model_launches(config=None, *, arch: str = "sm_90a", dtype: str = "bfloat16", image_batch: int = 64,
+                   image_size: int = IMAGE_SIZE, text_batch: int = 256, text_length: int = 64) -> list[Launch]:
+    """Every kernel launch of one image forward (``image_batch`` images of ``image_size`` squared)
+    and one text forward (``text_batch`` texts of ``text_length`` tokens, no padding) of
+    ``AlignModel`` on the Triton backend in ``dtype``, as compiled for ``arch``. ``config``:
+    an ``AlignConfig``; None is align-base (the defaults)."""
+    from minialign.align_model import AlignModel
+    from minialign.config import AlignConfig
+
+    config = AlignConfig() if config is None else config
+    params = {name: _zeros(shape) for name, shape in AlignModel.expected_shapes(config).items()}
+    params = {n: (np.ones(p.shape, np.float32) if n.endswith("running_var") else p) for n, p in params.items()}
+    ops = _planning_ops(dtype)
+    launches: list[Launch] = []
+    tower = ["vision"]
+    with recording(arch, launches, tower):
+        model = AlignModel(config, params, ops=ops)
+        model.vision_model(_zeros((image_batch, config.vision_config.num_channels, image_size, image_size)))
+        tower[0] = "text"
+        ids = np.zeros((text_batch, text_length), dtype=np.int64)
+        model.text_model(ids, np.ones_like(ids), np.zeros_like(ids))
+    return launches
+
+
+def distinct(launches: list[Launch]) -> list[tuple[Launch, int]]:
+    """One launch per specialisation (the first seen), with how many launches share it, in first-seen order."""
+    counts = Counter(launch.key for launch in launches)
+    first: dict[tuple, Launch] = {}
+    for launch in launches:
+        first.setdefault(launch.key, launch)
+    return [(launch, counts[key]) for key, launch in first.items()]

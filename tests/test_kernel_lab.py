@@ -1,0 +1,176 @@
+"""The kernel lab (minialign/kernels/plan.py and report.py, `minialign kernels report`).
+
+What CI checks without a GPU: every specialisation one align-base forward launches compiles for
+sm_90a (H100) and sm_80 (A100), in bfloat16 and float32, and the bfloat16 ones -- the production
+configurations -- spill no register; the batchnorm kernel, which the model does not launch,
+compiles too; the byte and FLOP counts of the roofline equal a hand count; the committed report
+(benchmarks/results/kernel_report.json, the docs' numbers) is what this Triton compiles today.
+
+Compiling needs a process that imported Triton without TRITON_INTERPRET=1 (conftest sets it for
+the kernels' interpreter tests; under it Triton's own helpers are interpreter functions and
+nothing compiles), so the compiling runs in child processes, two at once (one per GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton", reason="the kernel lab compiles with Triton (the [gpu] extra)")
+
+from minialign import cli  # noqa: E402
+from minialign.kernels import report  # noqa: E402
+
+ROOT = pathlib.Path(__file__).parent.parent
+COMMITTED = ROOT / "benchmarks" / "results" / "kernel_report.json"
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import torch
+    from minialign.kernels import aot, plan, report
+    from minialign.kernels.batchnorm_silu import batchnorm_act
+    from minialign.kernels.gemm import gemm
+    from minialign.kernels.layer_norm import layer_norm
+
+    out_path, device = sys.argv[1], sys.argv[2]
+    arch = report.DEVICES[device].arch
+    out = {"reports": {dtype: report.analyse(device, dtype) for dtype in ("bfloat16", "float32")}}
+
+    def meta(*shape, dtype=torch.bfloat16):
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    # Launches recorded outside the model: the batchnorm kernel, and two small ones to count by hand.
+    launches = []
+    with plan.recording(arch, launches, ["none"]):
+        for dtype in (torch.bfloat16, torch.float32):
+            batchnorm_act(meta(64, 56, 56, 96, dtype=dtype), meta(96, dtype=torch.float32),
+                          meta(96, dtype=torch.float32), activation="silu")
+        gemm(meta(100, 64), meta(32, 64), bias=meta(32))
+        layer_norm(meta(10, 48), meta(48), meta(48), 1e-12, residual=meta(10, 48))
+    out["batchnorm_registers"] = [aot.compile_for(l.fn, l.signature, l.constexprs, l.attrs, l.options, arch)
+                                  .registers_per_thread for l in launches[:2]]
+    out["hand_cases"] = {l.kernel: report.bytes_and_flops(l)[:2] for l in launches[2:]}
+
+    # The command itself, as a user runs it (the kernels are in Triton's cache by now).
+    import contextlib, io, os, tempfile
+    from minialign import cli
+    asm = tempfile.mkdtemp()
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(["kernels", "report", "--device", device, "--json", "--asm", asm])
+    out["cli"] = {"code": code, "json": json.loads(stdout.getvalue()),
+                  "asm": sorted(os.listdir(os.path.join(asm, f"{device}-bfloat16")))}
+    with open(out_path, "w") as fh:
+        json.dump(out, fh)
+""")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """{device: the child's output} for h100 and a100, compiled side by side (~2-4 minutes)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    folder = tmp_path_factory.mktemp("kernel_lab")
+    children = {}
+    for device in ("h100", "a100"):
+        path = folder / f"{device}.json"
+        children[device] = (path, subprocess.Popen([sys.executable, "-c", CHILD, str(path), device], env=env,
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {}
+    for device, (path, child) in children.items():
+        _, stderr = child.communicate(timeout=1800)
+        assert child.returncode == 0, f"compiling for {device} failed:\n{stderr[-3000:]}"
+        results[device] = json.loads(path.read_text())
+    return results
+
+
+def test_every_kernel_the_model_launches_compiles_for_both_gpus(lab):
+    for device, out in lab.items():
+        for dtype, r in out["reports"].items():
+            assert r["towers"]["vision"]["launches"] == 216, (device, dtype)  # 55 MBConv blocks
+            assert r["towers"]["text"]["launches"] == 110, (device, dtype)  # 12 layers x 9 + LN + pooler
+            kernels = {row["kernel"] for row in r["kernels"]}
+            assert kernels == {"_gemm_epilogue_kernel", "_depthwise_conv_bn_silu_kernel", "_se_gate_kernel",
+                               "_attention_kernel", "_layer_norm_kernel"}, (device, dtype, kernels)
+            assert all(row["registers"] > 0 and row["sass_instructions"] > 0 for row in r["kernels"])
+        assert all(n > 0 for n in out["batchnorm_registers"]), device
+
+
+def test_the_bfloat16_configurations_spill_nothing(lab):
+    spilling = [f"{device}: {row['what']} ({row['spill_store_bytes']} B stored, {row['spill_load_bytes']} B loaded "
+                f"per thread at {row['registers']} registers)"
+                for device, out in lab.items() for row in out["reports"]["bfloat16"]["kernels"]
+                if row["spill_store_bytes"] or row["spill_load_bytes"]]
+    assert not spilling, "register spills:\n" + "\n".join(spilling)
+
+
+def test_tensor_cores_carry_the_bfloat16_matmuls(lab):
+    """Every bfloat16 GEMM and the attention issue HGMMA (sm_90a) or HMMA (sm_80); nothing else does."""
+    for device, out in lab.items():
+        for row in out["reports"]["bfloat16"]["kernels"]:
+            uses = row["tensor_core_instructions"] > 0
+            assert uses == (row["kernel"] in ("_gemm_epilogue_kernel", "_attention_kernel")), (device, row["what"])
+
+
+def test_bytes_and_flops_are_the_hand_count(lab):
+    """gemm: A [100, 64], W [32, 64], bias [32], C [100, 32] in bfloat16 (2 B): (6400 + 2048 + 32 +
+    3200) x 2 = 23,360 B and 2 x 100 x 32 x 64 = 409,600 FLOPs. layer_norm with a residual: x, the
+    residual and y [10, 48] and gamma, beta [48]: (3 x 480 + 2 x 48) x 2 = 3,072 B, and 8 FLOPs
+    per element (7, +1 for the residual's add) x 480 = 3,840."""
+    for device, out in lab.items():
+        assert out["hand_cases"] == {"_gemm_epilogue_kernel": [23360, 409600],
+                                     "_layer_norm_kernel": [3072, 3840]}, device
+
+
+def test_the_prediction_is_the_largest_of_three_limits(lab):
+    r = lab["h100"]["reports"]["bfloat16"]
+    for row in r["kernels"]:
+        assert row["seconds"] >= row["memory_seconds"] > 0
+        assert row["limited_by"] in ("memory", "math", "issue")
+    for tower in r["towers"].values():
+        assert 0 < tower["predicted_per_s"] <= tower["memory_bound_per_s"]
+    text = report.format_report(r)
+    assert "vision: 216 launches" in text and "text: 110 launches" in text
+
+
+def test_the_committed_report_is_what_this_triton_compiles(lab):
+    """The docs' numbers come from benchmarks/results/kernel_report.json; compiled again here
+    (with the same Triton), every specialisation has the same registers, spills, shared memory
+    and SASS, and the towers the same predictions."""
+    import triton
+
+    committed = json.loads(COMMITTED.read_text())
+    if committed["triton"] != triton.__version__:
+        pytest.skip(f"the committed report was compiled by Triton {committed['triton']}, this is {triton.__version__}")
+    keys = ("what", "launches", "registers", "spill_store_bytes", "shared_bytes", "sass_instructions",
+            "tensor_core_instructions", "issued_per_warp")
+    for name, saved in committed["reports"].items():
+        device, dtype = name.split("-")
+        fresh = lab[device]["reports"][dtype]
+        assert [{k: row[k] for k in keys} for row in fresh["kernels"]] == \
+               [{k: row[k] for k in keys} for row in saved["kernels"]], name
+        for tower in ("vision", "text"):
+            assert fresh["towers"][tower]["predicted_per_s"] == pytest.approx(saved["towers"][tower]["predicted_per_s"])
+
+
+def test_the_command_prints_json_and_writes_the_assembly(lab):
+    for device, out in lab.items():
+        cli_out = out["cli"]
+        assert cli_out["code"] == 0
+        assert cli_out["json"]["kernels"] == out["reports"]["bfloat16"]["kernels"]
+        arch = report.DEVICES[device].arch
+        rows = len(cli_out["json"]["kernels"])
+        assert len(cli_out["asm"]) == 2 * rows  # a .ptx and a .sass per specialisation
+        assert all(name.endswith((f".{arch}.ptx", f".{arch}.sass")) for name in cli_out["asm"])
+
+
+def test_the_command_refuses_the_interpreter(capsys):
+    """conftest sets TRITON_INTERPRET=1 for this process: the lab says to unset it, in one line."""
+    assert cli.main(["kernels", "report"]) == 2
+    err = capsys.readouterr().err
+    assert "TRITON_INTERPRET" in err and err.count("\n") == 1
