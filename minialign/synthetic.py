@@ -45,13 +45,15 @@ The noise knobs (module constants unless said otherwise):
   almost grey).
 - ``variety`` (argument, default 0): that fraction of the images looks like what a person draws
   with a paint program or Pillow instead: white, black, grey, pastel or saturated backgrounds,
-  sometimes textured, always at least 90 (RGB distance) from every object on them; one object
-  from 22% to 85% of the side, anywhere; the scene stretched by up to 1.65x either way, as a
-  non-square canvas is by the processor's resize to a square; hard edges in 30% of them and a
-  JPEG round trip (quality 30-94) in 30%. The captions do not change: the web's alt text rarely
-  describes the background.
+  sometimes textured, always at least 90 (RGB distance) from every object on them and never of
+  the held-out colour of an object's shape (no circle on blue: ``shows_held_out_colour``); one
+  object from 22% to 85% of the side, anywhere; the scene stretched by up to 1.65x either way, as
+  a non-square canvas is by the processor's resize to a square; drawn at 16 to 96 pixels and
+  resized to ``image_size`` as the processor resizes a file (``VARIED_RESOLUTION``); hard edges
+  in 30% of them and a JPEG round trip (quality 30-94, at the drawn size) in 30%. The captions do
+  not change: the web's alt text rarely describes the background.
 
-The levels are set for a model that must learn in 15 minutes on 2 CPU cores (about 130,000
+The levels are set for a model that must learn in 15 minutes on 2 CPU cores (about 180,000
 pairs seen). The first version had 35% synonyms, 30% one-attribute captions, 10% wrong captions,
 25% two-object images and single objects from 35% of the side; align-nano then learned the
 training pairs themselves only to 60-80% in that budget, and objects under 42% of the side
@@ -286,20 +288,44 @@ _TEXTURE_NOISE = (8.0, 20.0)
 _BACKGROUND_TRIES = 20
 
 
-def varied_background(rng: np.random.Generator, object_rgbs: Sequence[tuple[int, int, int]]) -> Background:
-    """A background of ``VARIED_BACKGROUNDS``' kinds, at least _MIN_CONTRAST from every object colour
-    (redrawn within its kind until it is, then any white or black that is)."""
+def varied_background(rng: np.random.Generator, objects: Sequence[SceneObject]) -> Background:
+    """A background of ``VARIED_BACKGROUNDS``' kinds, at least _MIN_CONTRAST from every object's colour
+    and not of a held-out colour for any object's shape (``shows_held_out_colour``): redrawn within
+    its kind until it is, then any white or black that is far enough."""
     kinds = list(VARIED_BACKGROUNDS)
     kind = kinds[int(rng.choice(len(kinds), p=list(VARIED_BACKGROUNDS.values())))]
     noise = float(rng.uniform(*_TEXTURE_NOISE)) if kind == "textured" else 0.0
     if kind == "textured":
         kind = ("grey", "pastel")[int(rng.integers(2))]
+    shapes = [o.shape for o in objects]
     for _ in range(_BACKGROUND_TRIES):
         rgb = _background_rgb(kind, rng)
-        if min(math.dist(rgb, obj) for obj in object_rgbs) >= _MIN_CONTRAST:
+        if min(math.dist(rgb, o.rgb) for o in objects) >= _MIN_CONTRAST and not shows_held_out_colour(rgb, shapes):
             return Background(rgb=rgb, noise=noise)
-    farthest = max(((255.0,) * 3, (0.0,) * 3), key=lambda c: min(math.dist(c, obj) for obj in object_rgbs))
+    farthest = max(((255.0,) * 3, (0.0,) * 3), key=lambda c: min(math.dist(c, o.rgb) for o in objects))
     return Background(rgb=farthest, noise=noise)
+
+
+# A background shows a named colour when it is at least this saturated and this close in hue.
+_HUE_SATURATION, _HUE_DEGREES = 0.08, 30.0
+
+
+def shows_held_out_colour(rgb: Sequence[float], shapes: Sequence[str]) -> bool:
+    """Whether a background of ``rgb`` shows the held-out colour of one of ``shapes``.
+
+    A held-out pair stays out of training altogether: a circle on a blue (or light blue) ground
+    shows blue and a circle together while its caption names another colour, which teaches that
+    blue beside a circle is *not* a blue circle, the opposite of the test.
+    """
+    hue, saturation, _ = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    if saturation < _HUE_SATURATION:
+        return False
+    for shape, colour in HELD_OUT:
+        if shape in shapes:
+            held_hue = colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[colour]))[0]
+            if abs((hue - held_hue + 0.5) % 1 - 0.5) * 360 < _HUE_DEGREES:
+                return True
+    return False
 
 
 def _background_rgb(kind: str, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -423,6 +449,11 @@ _VARIED_SIZE = (0.22, 0.85)
 VARIED_ASPECT = 0.5
 HARD_EDGE_RATE = 0.3
 JPEG_RATE, JPEG_QUALITY = 0.3, (30, 95)
+# The side, in pixels, a ``variety`` scene is drawn at before it is resized to ``image_size`` (with
+# the processor's bilinear filter): log-uniform from a 16 px icon, blurred when it is scaled up, to
+# a 96 px drawing, as smooth as any larger one once scaled down. JPEG applies at the drawn size,
+# as it does to a file. (None: drawn at ``image_size`` directly.)
+VARIED_RESOLUTION: tuple[int, int] | None = (16, 96)
 
 
 # Hues (degrees) of the colours no caption names: lime, teal to cyan, magenta to pink. Each band
@@ -790,12 +821,17 @@ def generate(
             objects = (main, second)
         else:
             objects = (_place(shape, colour, rng.uniform(*single_size), rng, aspect=aspect),)
-        background = varied_background(rng, [o.rgb for o in objects]) if varied else random_background(rng)
+        background = varied_background(rng, objects) if varied else random_background(rng)
+        drawn_size = image_size
+        if varied and VARIED_RESOLUTION:
+            drawn_size = round(math.exp(rng.uniform(*np.log(VARIED_RESOLUTION))))
         # The main object is drawn last, on top: it is always fully visible.
-        image = render(objects[::-1], image_size=image_size, background=background, rng=rng,
-                       hard_edges=varied and rng.random() < HARD_EDGE_RATE)
+        image = render(objects[::-1], image_size=drawn_size,
+                       background=background, rng=rng, hard_edges=varied and rng.random() < HARD_EDGE_RATE)
         if varied and rng.random() < JPEG_RATE:
             image = jpeg_round_trip(image, int(rng.integers(*JPEG_QUALITY)))
+        if image.shape[0] != image_size:
+            image = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR))
         caption = caption_for(objects, background, rng)
         examples.append(Example(image, caption, shape, colour, True, objects, background))
     _swap_captions(examples, wrong_caption_fraction, rng)

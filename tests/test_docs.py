@@ -173,3 +173,69 @@ def test_the_kernel_lab_tables_are_those_of_the_committed_report():
     assert len(blocks) == 2
     for block in blocks:
         assert block in page, f"docs/kernels/lab.md lacks, or has an old copy of:\n{block}"
+
+
+def _recipe_run_row(folder: Path) -> str:
+    """A row of the training page's table of torch recipe runs, from the run's files."""
+    args = json.loads((folder / "run_args.json").read_text())
+    drawn = json.loads((folder / "drawn.json").read_text())["summary"]
+    last = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"held0"' in line][-1]
+    generator = args["generator"]
+    varied = ("drawn at 48 px" if generator["varied_resolution"] is None else "drawn at 16-96 px") + \
+        (", held-out backgrounds out" if generator["held_out_colour_backgrounds_excluded"] else "")
+    pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    cells = [folder.name, f"{args['variety']:g}", f"{args['train_examples']:,}", str(args["steps"]), varied,
+             pct(last["held0"]), pct(last["seen0"]) if "seen0" in last else "", pct(drawn["overall"]),
+             pct(drawn["background:saturated"]), pct(drawn["object_size:small"]), pct(drawn["canvas:16"]),
+             pct(drawn["pair:held out"])]
+    return "| " + " | ".join(cells) + " |"
+
+
+def test_the_recipe_runs_on_the_training_page_are_those_committed():
+    """The torch runs' table, and the NumPy run of the best recipe: its time, its held-out score and
+    its drawn-shapes tables, all from benchmarks/results/recipe_runs/."""
+    runs = ROOT / "benchmarks" / "results" / "recipe_runs"
+    page = (ROOT / "docs" / "training.md").read_text()
+    torch_runs = sorted(p for p in runs.iterdir() if p.name.startswith("torch-"))
+    assert len(torch_runs) == 6
+    for folder in torch_runs:
+        row = _recipe_run_row(folder)
+        assert row.replace("|  |", "| |") in page.replace("|  |", "| |"), row
+
+    best = runs / "numpy-30k-variety-1"
+    args = json.loads((best / "run_args.json").read_text())
+    assert (args["variety"], args["train_examples"], args["steps"], args["batch_size"]) == (1.0, 30000, 1400, 128)
+    last = json.loads((best / "train_log.jsonl").read_text().splitlines()[-1])
+    flat = " ".join(page.split())
+    assert f"(the loop {last['elapsed_s'] / 60:.1f} of them)" in flat
+    assert f"It reached {100 * last['eval']['zero_shot_top1']:.1f}% on its own held-out test split" in flat
+    text = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "drawn_shapes_eval.py"), "--table",
+                           str(best / "drawn_shapes.json")], capture_output=True, text=True, check=True).stdout
+    shown = [block for block in text.strip().split("\n\n")
+             if block.startswith(("Overall", "| background", "| canvas", "| object size", "| pair"))]
+    assert len(shown) == 5
+    for block in shown:
+        assert block in page, f"docs/training.md lacks, or has an old copy of:\n{block}"
+
+
+def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
+    """Tutorial 07 runs the shipped recipe at its own size: the page and the tutorial state what the
+    committed run of that size reached, and the tutorial checks a floor below it."""
+    import re
+
+    folder = ROOT / "benchmarks" / "results" / "tutorial_07"
+    args = json.loads((folder / "run_args.json").read_text())
+    last = json.loads((folder / "train_log.jsonl").read_text().splitlines()[-1])
+    top1 = last["eval"]["zero_shot_top1"]
+    tutorial = (ROOT / "tutorials" / "07_training_a_tiny_align.py").read_text()
+    assert f"STEPS, BATCH, EXAMPLES = {args['steps']}, {args['batch_size']}, recipe.TRAIN_EXAMPLES" in tutorial
+    from minialign.training import recipe
+
+    assert args["train_examples"] == recipe.TRAIN_EXAMPLES and args["variety"] == recipe.VARIETY
+    expected = float(re.search(r"^EXPECTED = ([0-9.]+)", tutorial, re.M).group(1))
+    floor = float(re.search(r"^FLOOR = ([0-9.]+)", tutorial, re.M).group(1))
+    assert expected == round(top1, 3) and floor < expected
+    page = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    assert (f"600 steps of 64 pairs instead of 1000 of 128. On the 2-core machine that took "
+            f"{last['elapsed_s'] / 60:.1f} minutes and reached {100 * top1:.1f}% held-out top-1") in page
+    assert f"checks at least {floor:.0%}" in page

@@ -347,9 +347,44 @@ def test_varied_images_cover_every_background_kind_size_and_stretch():
 @given(seed=seeds)
 def test_a_varied_background_keeps_its_distance_from_every_object(seed):
     rng = np.random.default_rng(seed)
-    objects = [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2)]
+    objects = [SceneObject(synthetic.SHAPES[int(rng.integers(6))], None, 0.3,
+                           rgb=tuple(int(c) for c in rng.integers(0, 256, 3))) for _ in range(2)]
     background = synthetic.varied_background(rng, objects)
-    assert min(np.linalg.norm(np.subtract(background.rgb, o)) for o in objects) >= 90
+    assert min(np.linalg.norm(np.subtract(background.rgb, o.rgb)) for o in objects) >= 90
+
+
+def test_what_shows_a_held_out_colour():
+    """A background that names the held-out colour of a shape it carries: saturated or pastel, not grey."""
+    blue, pale_blue = COLOURS["blue"], (195, 215, 250)
+    assert synthetic.shows_held_out_colour(blue, ["circle"])  # ("circle", "blue") is held out
+    assert synthetic.shows_held_out_colour(pale_blue, ["circle"])
+    assert not synthetic.shows_held_out_colour(blue, ["square"])  # blue squares are seen pairs
+    assert not synthetic.shows_held_out_colour((255, 255, 255), ["circle"])
+    assert not synthetic.shows_held_out_colour((128, 128, 128), ["circle"])
+    assert synthetic.shows_held_out_colour(COLOURS["yellow"], ["star", "square"])  # either object counts
+
+
+@given(seed=seeds)
+def test_a_varied_background_never_shows_a_held_out_pair(seed):
+    rng = np.random.default_rng(seed)
+    for shape, _ in synthetic.HELD_OUT:
+        obj = SceneObject(shape, None, 0.3, rgb=synthetic.unnamed_rgb(rng))
+        background = synthetic.varied_background(rng, [obj])
+        assert not synthetic.shows_held_out_colour(background.rgb, [shape]), (shape, background.rgb)
+
+
+def test_varied_scenes_are_drawn_small_and_resized_as_a_file_is(monkeypatch):
+    """Drawn at 16 px and resized to 48, a scene is an upscaled icon: bilinear between the 16 px
+    samples, so along a row it bends only every third pixel; drawn at 96 and resized down, its
+    edges are sharp. Measured by the mean |second difference| along rows."""
+    def roughness(resolution) -> float:
+        monkeypatch.setattr(synthetic, "VARIED_RESOLUTION", resolution)
+        images = np.stack([e.image for e in generate(60, seed=4, image_size=48, variety=1.0)]).astype(float)
+        return float(np.abs(np.diff(images, n=2, axis=2)).mean())
+
+    assert roughness((16, 16)) < 0.6 * roughness((96, 96))
+    monkeypatch.setattr(synthetic, "VARIED_RESOLUTION", (16, 96))
+    assert all(e.image.shape == (48, 48, 3) for e in generate(20, seed=4, image_size=48, variety=1.0))
 
 
 def test_hard_edges_and_jpeg():

@@ -425,3 +425,12 @@ def test_a_broken_training_state_is_a_checkpoint_error_naming_the_file(tmp_path,
     with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(tmp_path)
     assert recipe.STATE_FILE in str(info.value)
+
+
+@pytest.mark.parametrize("variety", [-0.1, 1.5, "all", True])
+def test_run_training_refuses_a_variety_outside_zero_to_one_before_any_work(tmp_path, variety):
+    from minialign.training.recipe import run_training
+
+    with pytest.raises(ValueError, match=r"variety must be a number in \[0, 1\]"):
+        run_training(tmp_path / "run", steps=1, variety=variety)
+    assert not (tmp_path / "run").exists()  # refused before --out was created

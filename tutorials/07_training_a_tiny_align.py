@@ -1,13 +1,18 @@
 # %% [markdown]
 # # 7. Training a tiny ALIGN
 #
-# The embedded model was trained by `minialign train`. This tutorial runs the same training in
-# Python for a few hundred steps: noisy alt-text about coloured shapes (`minialign.synthetic`),
-# a learned WordPiece vocabulary, hand-written backward passes, AdamW. Then it classifies
-# held-out (shape, colour) pairs zero-shot. See docs/training.md.
+# The embedded model was trained by `minialign train`. This tutorial runs the same recipe
+# (`recipe.run_training`, with the constants of `minialign/training/recipe.py`) in Python, at a
+# size a student can wait for: 600 steps of 64 pairs, where the shipped run takes 1000 steps of
+# 128. Noisy alt-text about coloured shapes (`minialign.synthetic`), a learned WordPiece
+# vocabulary, hand-written backward passes, AdamW. Then it classifies held-out (shape, colour)
+# pairs zero-shot.
 #
-# About 3 minutes on 2 cores. `MINIALIGN_TUTORIAL_FAST=1` (what CI sets) trains 3 steps on 64
-# examples instead, enough to run every line.
+# About 3 minutes on 2 cores. What to expect at this size, and what the last cell checks, is in
+# the constants below and in docs/training.md ("The tutorial's size"); the checked floor sits
+# well below the expected value because another machine's rounding moves where a run lands.
+# `MINIALIGN_TUTORIAL_FAST=1` (what CI sets) trains 3 steps on 64 examples instead, enough to run
+# every line.
 
 # %%
 import json
@@ -17,8 +22,12 @@ import tempfile
 from minialign import synthetic
 from minialign.training import recipe
 
+STEPS, BATCH, EXAMPLES = 600, 64, recipe.TRAIN_EXAMPLES
+EXPECTED = 0.607  # held-out top-1 of this size's run on the development machine (benchmarks/results/tutorial_07/)
+FLOOR = 0.40  # what the last cell checks
 fast = os.environ.get("MINIALIGN_TUTORIAL_FAST") == "1"
-steps, examples = (3, 64) if fast else (600, 10_000)
+if fast:
+    STEPS, BATCH, EXAMPLES = 3, 8, 64
 out = tempfile.mkdtemp(prefix="align-tiny-")
 
 # %% [markdown]
@@ -33,12 +42,13 @@ for e in synthetic.generate(8, split="train", seed=0, image_size=recipe.IMAGE_SI
 
 # %% [markdown]
 # Train. Every step: forward and backward through both towers (`training.forward_backward`),
-# clip the gradient norm, an AdamW step; a line of metrics goes to `train_log.jsonl`.
+# clip the gradient norm, an AdamW step; a line of metrics goes to `train_log.jsonl`, with the
+# held-out top-1 every 100 steps (chance is 2.8%).
 
 # %%
-summary = recipe.run_training(out, steps=steps, batch_size=64 if not fast else 8, lr=3e-3,
-                             eval_every=200 if not fast else 0, train_examples=examples,
-                             test_examples=60 if fast else 300, progress=not fast)
+summary = recipe.run_training(out, steps=STEPS, batch_size=BATCH, eval_every=0 if fast else 100,
+                             train_examples=EXAMPLES, test_examples=60 if fast else recipe.TEST_EXAMPLES,
+                             progress=not fast)
 print(json.dumps(summary, indent=1))
 
 # %% [markdown]
@@ -47,7 +57,12 @@ print(json.dumps(summary, indent=1))
 # %%
 with open(os.path.join(out, "train_log.jsonl")) as fh:
     log = [json.loads(line) for line in fh]
-for row in log[:: max(1, len(log) // 5)]:
+for row in log[:: max(1, len(log) // 8)]:
     print(f"step {row['step']:4}  loss {row['loss']:.3f}  temperature {row['temperature']:.3f}")
 print(sorted(os.listdir(out)))
-assert summary["eval"] is not None and 0 <= summary["eval"]["zero_shot_top1"] <= 1
+top1 = summary["eval"]["zero_shot_top1"]
+if fast:
+    print(f"held-out top-1 {top1:.1%} after {STEPS} steps (the fast run only checks that every line runs)")
+else:
+    print(f"held-out top-1 {top1:.1%}; expected about {EXPECTED:.0%} at this size")
+    assert top1 >= FLOOR, f"held-out top-1 {top1:.1%} is below the {FLOOR:.0%} this size reaches"
