@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     _json_arg(p)
 
     p = command("kernels", "the kernel lab: the Triton kernels compiled for a named GPU, no GPU needed")
-    kernels = p.add_subparsers(dest="kernels_command", required=True, metavar="ACTION", parser_class=_Parser)
+    kernels = p.add_subparsers(dest="kernels_command", required=True, metavar="ACTION", parser_class=_Parser,
+                               help="what to do; `minialign kernels report --help` describes it")
     p = kernels.add_parser("report", formatter_class=formatter,
                            help="compile every kernel align-base launches; registers, SASS, roofline prediction",
                            description="Compile every kernel specialisation one align-base forward launches for "

@@ -73,7 +73,7 @@ def test_the_default_model_classifies_fresh_held_out_pairs():
     """The issue's bar: >= 90% zero-shot top-1 on held-out (shape, colour) pairs, on 600 images
     that training never generated and no choice of recipe looked at (seed 97: neither the
     training seed nor 2026, on which recipes were compared). Scored as in training. The shipped
-    model gets 95.7%; float32 differences across machines move a handful of images at most."""
+    model gets 92.7%; float32 differences across machines move a handful of images at most."""
     accuracy = _held_out_top1(600, seed=97)
     assert accuracy >= 0.90, f"zero-shot top-1 on fresh held-out images: {accuracy:.3f}"
 
@@ -99,7 +99,7 @@ def test_the_shipped_model_loads_by_name_everywhere(capsys):
     ImageDraw.Draw(image).ellipse((8, 8, 40, 40), fill="red")
     best = pipeline("zero-shot-image-classification", model="align-nano")(
         image, candidate_labels=["red circle", "blue square", "green triangle"])[0]
-    assert best["label"] == "red circle" and round(best["score"], 2) == 0.94  # as the README shows
+    assert best["label"] == "red circle" and round(best["score"], 2) == 1.0  # as the README shows
     assert main(["classify", "--model", "align-nano", "--top", "1"]) == 0
     assert "align-nano" in capsys.readouterr().out
 

@@ -140,10 +140,9 @@ def test_the_drawn_shapes_tables_are_those_of_the_committed_result():
 
 def test_the_variety_runs_table_is_that_of_the_committed_runs():
     """Each row of the training page's "Drawn shapes in training" table, from the run's log and
-    its drawn-shapes result (the shipped model's from its own log and result)."""
+    its drawn-shapes result (variety 0: the model shipped before, its log and result kept there)."""
     results = ROOT / "benchmarks" / "results"
-    runs = {"0 (shipped)": (ROOT / "minialign" / "models" / "align-nano" / "train_log.jsonl",
-                            results / "drawn_shapes_align-nano.json")}
+    runs = {}
     for folder in sorted((results / "variety_runs").iterdir()):
         args = json.loads((folder / "run_args.json").read_text())
         name = f"{args['variety']:g}" + ("" if args["steps"] == 1000 else f", {args['steps']} steps")
@@ -196,8 +195,8 @@ def test_the_recipe_runs_on_the_training_page_are_those_committed():
     its drawn-shapes tables, all from benchmarks/results/recipe_runs/."""
     runs = ROOT / "benchmarks" / "results" / "recipe_runs"
     page = (ROOT / "docs" / "training.md").read_text()
-    torch_runs = sorted(p for p in runs.iterdir() if p.name.startswith("torch-"))
-    assert len(torch_runs) == 6
+    torch_runs = sorted(p for p in runs.iterdir() if p.name.startswith("torch-") and (p / "drawn.json").exists())
+    assert len(torch_runs) == 6  # and one stopped before its end, which has no drawn-shapes result
     for folder in torch_runs:
         row = _recipe_run_row(folder)
         assert row.replace("|  |", "| |") in page.replace("|  |", "| |"), row
@@ -236,6 +235,8 @@ def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
     floor = float(re.search(r"^FLOOR = ([0-9.]+)", tutorial, re.M).group(1))
     assert expected == round(top1, 3) and floor < expected
     page = " ".join((ROOT / "docs" / "training.md").read_text().split())
-    assert (f"600 steps of 64 pairs instead of 1000 of 128. On the 2-core machine that took "
-            f"{last['elapsed_s'] / 60:.1f} minutes and reached {100 * top1:.1f}% held-out top-1") in page
+    shipped = json.loads((ROOT / "minialign" / "models" / "align-nano" / "run_args.json").read_text())
+    assert (f"{args['steps']} steps of {args['batch_size']} pairs instead of the shipped run's {shipped['steps']}. "
+            f"On the 2-core machine its training loop took {last['elapsed_s'] / 60:.1f} minutes and reached "
+            f"{100 * top1:.1f}% held-out top-1") in page
     assert f"checks at least {floor:.0%}" in page

@@ -3,12 +3,14 @@
 #
 # The embedded model was trained by `minialign train`. This tutorial runs the same recipe
 # (`recipe.run_training`, with the constants of `minialign/training/recipe.py`) in Python, at a
-# size a student can wait for: 600 steps of 64 pairs, where the shipped run takes 1000 steps of
-# 128. Noisy alt-text about coloured shapes (`minialign.synthetic`), a learned WordPiece
-# vocabulary, hand-written backward passes, AdamW. Then it classifies held-out (shape, colour)
-# pairs zero-shot.
+# size a student can wait for: 900 steps of 128 pairs, where the shipped run takes 1400. Noisy
+# alt-text about coloured shapes, most of them drawn the way people draw shapes
+# (`minialign.synthetic`), a learned WordPiece vocabulary, hand-written backward passes, AdamW.
+# Then it classifies held-out (shape, colour) pairs zero-shot. Fewer steps than this leave the
+# model on its plateau near chance (the log shows it): the varied images make the first few
+# hundred steps slow.
 #
-# About 3 minutes on 2 cores. What to expect at this size, and what the last cell checks, is in
+# About 8 minutes on 2 cores. What to expect at this size, and what the last cell checks, is in
 # the constants below and in docs/training.md ("The tutorial's size"); the checked floor sits
 # well below the expected value because another machine's rounding moves where a run lands.
 # `MINIALIGN_TUTORIAL_FAST=1` (what CI sets) trains 3 steps on 64 examples instead, enough to run
@@ -22,9 +24,9 @@ import tempfile
 from minialign import synthetic
 from minialign.training import recipe
 
-STEPS, BATCH, EXAMPLES = 600, 64, recipe.TRAIN_EXAMPLES
-EXPECTED = 0.607  # held-out top-1 of this size's run on the development machine (benchmarks/results/tutorial_07/)
-FLOOR = 0.40  # what the last cell checks
+STEPS, BATCH, EXAMPLES = 900, 128, recipe.TRAIN_EXAMPLES
+EXPECTED = 0.457  # held-out top-1 of this size's run on the development machine (benchmarks/results/tutorial_07/)
+FLOOR = 0.20  # what the last cell checks: a short run's landing varies, more so on its plateau
 fast = os.environ.get("MINIALIGN_TUTORIAL_FAST") == "1"
 if fast:
     STEPS, BATCH, EXAMPLES = 3, 8, 64
@@ -43,7 +45,9 @@ for e in synthetic.generate(8, split="train", seed=0, image_size=recipe.IMAGE_SI
 # %% [markdown]
 # Train. Every step: forward and backward through both towers (`training.forward_backward`),
 # clip the gradient norm, an AdamW step; a line of metrics goes to `train_log.jsonl`, with the
-# held-out top-1 every 100 steps (chance is 2.8%).
+# held-out top-1 every 100 steps (chance is 2.8%). For several hundred steps the loss hardly
+# moves and top-1 stays near chance: the towers have not yet agreed on what a colour is. Then
+# it climbs.
 
 # %%
 summary = recipe.run_training(out, steps=STEPS, batch_size=BATCH, eval_every=0 if fast else 100,
