@@ -40,7 +40,28 @@ def _measured(report: dict, device_name: str) -> None:
 
 
 KERNEL_NAMES = {"_gemm_epilogue_kernel": "gemm", "_depthwise_conv_bn_silu_kernel": "depthwise conv",
-                "_se_gate_kernel": "SE gate", "_attention_kernel": "attention", "_layer_norm_kernel": "layer norm"}
+                "_se_gate_kernel": "SE gate", "_attention_kernel": "attention", "_layer_norm_kernel": "layer norm",
+                "_batchnorm_act_kernel": "batchnorm + SiLU"}
+# The docs page of each kernel, where its table of specialisations goes (tests/test_docs.py checks it).
+KERNEL_PAGES = {"_gemm_epilogue_kernel": "gemm.md", "_depthwise_conv_bn_silu_kernel": "depthwise-conv.md",
+                "_se_gate_kernel": "se-gate.md", "_attention_kernel": "attention.md",
+                "_layer_norm_kernel": "layer-norm.md", "_batchnorm_act_kernel": "batchnorm-silu.md"}
+
+
+def kernel_table(result: dict, kernel: str) -> str:
+    """One kernel's specialisations, predicted for the H100 in bfloat16: its page's table."""
+    r = result["reports"]["h100-bfloat16"]
+    lines = ["| specialisation (H100, bfloat16, predicted) | launches | registers | spilled bytes | shared KiB | blocks per SM "
+             "| SASS instructions | tensor-core instructions | bytes per load | warp-instructions per output "
+             "| predicted us | limited by |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for row in r["kernels"]:
+        if row["kernel"] == kernel:
+            widths = "/".join(row["global_load_widths"]) or "-"
+            lines.append(f"| {row['what']} | {row['launches']} | {row['registers']} | {row['spill_store_bytes']} | "
+                         f"{row['shared_bytes'] / 1024:.0f} | {row['blocks_per_sm']} | {row['sass_instructions']} | "
+                         f"{row['tensor_core_instructions']} | {widths} | {row['warp_instructions_per_output']:.2f} | "
+                         f"{row['seconds'] * 1e6:.1f} | {row['limited_by']} |")
+    return "\n".join(lines)
 
 
 def markdown_tables(result: dict) -> str:
@@ -58,7 +79,7 @@ def markdown_tables(result: dict) -> str:
     r = result["reports"]["h100-bfloat16"]
     lines += ["", "| tower | kernel | specialisations | launches | registers | spilled bytes | warp-instructions per output "
               "| predicted ms | share of the tower | limited by |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for tower in ("vision", "text"):
+    for tower in ("vision", "text", "not launched"):
         rows = [row for row in r["kernels"] if row["tower"] == tower]
         total = sum(row["seconds"] for row in rows)
         for kernel, label in KERNEL_NAMES.items():
@@ -72,7 +93,7 @@ def markdown_tables(result: dict) -> str:
             lines.append(f"| {tower} | {label} | {len(mine)} | {sum(row['launches'] for row in mine)} | "
                          f"{span('registers', str)} | {max(row['spill_store_bytes'] for row in mine)} | "
                          f"{span('warp_instructions_per_output', lambda x: f'{x:.2f}')} | {seconds * 1e3:.2f} | "
-                         f"{100 * seconds / total:.0f}% | {', '.join(limits)} |")
+                         f"{f'{100 * seconds / total:.0f}%' if tower != 'not launched' else '-'} | {', '.join(limits)} |")
     return "\n".join(lines)
 
 
@@ -82,10 +103,13 @@ def main() -> None:
     parser.add_argument("--measure", action="store_true", help="also time every launch on this machine's GPU")
     parser.add_argument("--table", metavar="JSON", default=None,
                         help="compile nothing: print the docs' markdown tables of a result file")
+    parser.add_argument("--kernel", default=None, choices=sorted(KERNEL_PAGES),
+                        help="with --table: print that kernel's table of specialisations (its docs page's)")
     args = parser.parse_args()
     if args.table:
         with open(args.table, encoding="utf-8") as fh:
-            print(markdown_tables(json.load(fh)))
+            result = json.load(fh)
+        print(kernel_table(result, args.kernel) if args.kernel else markdown_tables(result))
         return
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: the kernel lab compiles for a GPU")

@@ -217,6 +217,28 @@ def model_launches(config=None, *, arch: str = "sm_90a", dtype: str = "bfloat16"
     return launches
 
 
+NOT_LAUNCHED = "not launched"  # the tower of a kernel the model does not use, compiled all the same
+
+
+def unused_kernel_launches(*, arch: str = "sm_90a", dtype: str = "bfloat16", image_batch: int = 64,
+                           image_size: int = IMAGE_SIZE) -> list[Launch]:
+    """A launch of each kernel the model never makes, at a shape it would have: ``batchnorm_act``
+    (the backend folds every batchnorm into its convolution) on the stem's output, with SiLU.
+    The kernel lab compiles and reports it beside the others, outside the towers' sums."""
+    import torch
+
+    from .batchnorm_silu import batchnorm_act
+
+    side = (image_size - 1) // 2  # the stem: a 3x3 convolution of stride 2, padded as align-base pads it
+    meta = dict(device="meta")
+    launches: list[Launch] = []
+    with recording(arch, launches, [NOT_LAUNCHED]):
+        batchnorm_act(torch.empty(image_batch, side, side, 64, dtype=getattr(torch, dtype), **meta),
+                      torch.empty(64, dtype=torch.float32, **meta), torch.empty(64, dtype=torch.float32, **meta),
+                      activation="silu")
+    return launches
+
+
 def distinct(launches: list[Launch]) -> list[tuple[Launch, int]]:
     """One launch per specialisation (the first seen), with how many launches share it, in first-seen order."""
     counts = Counter(launch.key for launch in launches)

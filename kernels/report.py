@@ -248,6 +248,8 @@ def describe(launch: Launch) -> str:
         return f"attention B={B} heads={heads} T={T} D={D} block {c['BLOCK_M']}x{c['BLOCK_N']}"
     if k == "_layer_norm_kernel":
         return f"layer_norm H={s['H']}{' +residual' if c['HAS_RESIDUAL'] else ''}"
+    if k == "_batchnorm_act_kernel":
+        return f"batchnorm+silu {'x'.join(map(str, launch.tensors['x_ptr'][0]))} (the backend folds it away)"
     return k
 
 
@@ -272,6 +274,7 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
     device = DEVICES[device_name]
     launches = plan.model_launches(config, arch=device.arch, dtype=dtype, image_batch=image_batch,
                                    text_batch=text_batch, text_length=text_length)
+    launches += plan.unused_kernel_launches(arch=device.arch, dtype=dtype, image_batch=image_batch)
     specs: dict[tuple, _Specialisation] = {}
     distinct = plan.distinct(launches)
     for i, (launch, count) in enumerate(distinct):

@@ -240,3 +240,15 @@ def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
             f"On the 2-core machine its training loop took {last['elapsed_s'] / 60:.1f} minutes and reached "
             f"{100 * top1:.1f}% held-out top-1") in page
     assert f"checks at least {floor:.0%}" in page
+
+
+def test_every_kernel_page_shows_its_predicted_table():
+    """Each kernel's page carries its table of specialisations from the committed kernel report."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import kernel_report
+
+    result = json.loads((ROOT / "benchmarks" / "results" / "kernel_report.json").read_text())
+    for kernel, page in kernel_report.KERNEL_PAGES.items():
+        table = kernel_report.kernel_table(result, kernel)
+        assert table.count("\n") >= 2, kernel  # a header, its rule and at least one specialisation
+        assert table in (ROOT / "docs" / "kernels" / page).read_text(), f"docs/kernels/{page} lacks its table"

@@ -94,9 +94,11 @@ def test_every_kernel_the_model_launches_compiles_for_both_gpus(lab):
         for dtype, r in out["reports"].items():
             assert r["towers"]["vision"]["launches"] == 216, (device, dtype)  # 55 MBConv blocks
             assert r["towers"]["text"]["launches"] == 110, (device, dtype)  # 12 layers x 9 + LN + pooler
-            kernels = {row["kernel"] for row in r["kernels"]}
-            assert kernels == {"_gemm_epilogue_kernel", "_depthwise_conv_bn_silu_kernel", "_se_gate_kernel",
-                               "_attention_kernel", "_layer_norm_kernel"}, (device, dtype, kernels)
+            launched = {row["kernel"] for row in r["kernels"] if row["tower"] in ("vision", "text")}
+            assert launched == {"_gemm_epilogue_kernel", "_depthwise_conv_bn_silu_kernel", "_se_gate_kernel",
+                                "_attention_kernel", "_layer_norm_kernel"}, (device, dtype, launched)
+            others = [row["kernel"] for row in r["kernels"] if row["tower"] not in ("vision", "text")]
+            assert others == ["_batchnorm_act_kernel"], others  # the sixth kernel, compiled all the same
             assert all(row["registers"] > 0 and row["sass_instructions"] > 0 for row in r["kernels"])
         assert all(n > 0 for n in out["batchnorm_registers"]), device
 
