@@ -24,21 +24,6 @@ import sys
 DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results", "kernel_report.json")
 
 
-def _measured(report: dict, device_name: str) -> None:
-    """Add measured seconds to every row and tower of ``report`` (one specialisation's launches summed)."""
-    from minialign.kernels import plan
-    from minialign.kernels.report import DEVICES, measure
-
-    launches = plan.model_launches(arch=DEVICES[device_name].arch, dtype=report["dtype"])
-    keys = list(dict.fromkeys(launch.key for launch in launches))
-    for row, key in zip(report["kernels"], keys):
-        row["measured_seconds"] = sum(measure(launch) for launch in launches if launch.key == key)
-        row["measured_over_predicted"] = row["measured_seconds"] / row["seconds"]
-    for tower, t in report["towers"].items():
-        t["measured_seconds"] = sum(r["measured_seconds"] for r in report["kernels"] if r["tower"] == tower)
-        t["measured_per_s"] = t["batch"] / t["measured_seconds"]
-
-
 KERNEL_NAMES = {"_gemm_epilogue_kernel": "gemm", "_depthwise_conv_bn_silu_kernel": "depthwise conv",
                 "_se_gate_kernel": "SE gate", "_attention_kernel": "attention", "_layer_norm_kernel": "layer norm",
                 "_batchnorm_act_kernel": "batchnorm + SiLU"}
@@ -129,9 +114,7 @@ def main() -> None:
     for device in devices:
         for dtype in ("bfloat16",) if args.measure else ("bfloat16", "float32"):
             name = f"{device}-{dtype}"
-            reports[name] = analyse(device, dtype)
-            if gpu is not None:
-                _measured(reports[name], device)
+            reports[name] = analyse(device, dtype, measure_on_gpu=gpu is not None)
             print(format_report(reports[name]) + "\n", flush=True)
     result = {"benchmark": "kernel lab: every kernel specialisation of one align-base forward, compiled and predicted",
               "triton": triton.__version__, "torch": torch.__version__, "python": platform.python_version(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -56,6 +55,7 @@ def main() -> None:
     from minialign.config import nano_config
     from minialign.loss import l2_normalize
     from minialign.training import recipe
+    from minialign.training.optim import lr_at
     from minialign.vocab import learn_wordpiece_vocab, write_vocab
 
     torch.set_num_threads(2)
@@ -81,12 +81,7 @@ def main() -> None:
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and n != "temperature")]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd}, {"params": rest, "weight_decay": 0.0}],
                                   lr=args.lr)
-    warmup = args.steps // 20
-
-    def lr_at(step: int) -> float:  # as optim.lr_at with final_fraction 0
-        if step <= warmup:
-            return args.lr * step / warmup
-        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
+    warmup = args.steps // 20  # as run_training's default
 
     def pixels(x: np.ndarray):
         return torch.from_numpy(recipe.pixel_values(x))
@@ -124,7 +119,7 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = lr_at(step, peak=args.lr, warmup=warmup, total=args.steps)
             optimizer.step()
             with torch.no_grad():
                 model.temperature.clamp_(0.01, 1.0)

@@ -16,7 +16,7 @@ no memory), with Triton's JIT told to stop just before compiling:
    options (warps, stages) and answers "handled": Triton compiles nothing and launches nothing.
    A wrapper around each kernel's ``run`` keeps the grid and the arguments by name.
 
-Every launch is kept (``Launch``); ``distinct`` groups them by specialisation. The assumption a
+Every launch is kept (``Launch``); ``specialisations`` groups them by what they compile to. The assumption a
 meta tensor makes: every allocation starts 16-byte aligned (CUDA's allocator aligns to 256 B),
 and a view's offset is its real offset.
 """
@@ -24,7 +24,6 @@ and a view's offset is its real offset.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,10 +238,9 @@ def unused_kernel_launches(*, arch: str = "sm_90a", dtype: str = "bfloat16", ima
     return launches
 
 
-def distinct(launches: list[Launch]) -> list[tuple[Launch, int]]:
-    """One launch per specialisation (the first seen), with how many launches share it, in first-seen order."""
-    counts = Counter(launch.key for launch in launches)
-    first: dict[tuple, Launch] = {}
+def specialisations(launches: list[Launch]) -> list[list[Launch]]:
+    """The launches grouped by specialisation (one compiled kernel each), groups in first-seen order."""
+    groups: dict[tuple, list[Launch]] = {}
     for launch in launches:
-        first.setdefault(launch.key, launch)
-    return [(launch, counts[key]) for key, launch in first.items()]
+        groups.setdefault(launch.key, []).append(launch)
+    return list(groups.values())

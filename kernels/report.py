@@ -253,20 +253,14 @@ def describe(launch: Launch) -> str:
     return k
 
 
-@dataclass
-class _Specialisation:
-    launch: Launch  # the first launch seen with it
-    count: int
-    compiled: Any
-    issued_per_warp: int
-    loops_matched: bool
-
-
 def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: int = 64, text_batch: int = 256,
-            text_length: int = 64, config=None, asm_dir: str | None = None, progress=None) -> dict[str, Any]:
+            text_length: int = 64, config=None, asm_dir: str | None = None, progress=None,
+            measure_on_gpu: bool = False) -> dict[str, Any]:
     """The report for one device and dtype, as a JSON-able dict: one row per specialisation and
     the totals per tower (module docstring). ``asm_dir``: also write each specialisation's PTX and
-    SASS there. ``progress``: called with (done, total) after each compile."""
+    SASS there. ``progress``: called with (done, total) after each compile. ``measure_on_gpu``:
+    also time every launch on this machine's GPU (``measure``) and put the measured seconds beside
+    the predicted ones, per specialisation and per tower."""
     from . import aot, plan
 
     if device_name not in DEVICES:
@@ -275,30 +269,22 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
     launches = plan.model_launches(config, arch=device.arch, dtype=dtype, image_batch=image_batch,
                                    text_batch=text_batch, text_length=text_length)
     launches += plan.unused_kernel_launches(arch=device.arch, dtype=dtype, image_batch=image_batch)
-    specs: dict[tuple, _Specialisation] = {}
-    distinct = plan.distinct(launches)
-    for i, (launch, count) in enumerate(distinct):
-        compiled = aot.compile_for(launch.fn, launch.signature, launch.constexprs, launch.attrs, launch.options,
-                                   device.arch)
-        per_warp, matched = issued_per_warp(launch, compiled.mix)
-        specs[launch.key] = _Specialisation(launch, count, compiled, per_warp, matched)
-        if asm_dir is not None:
-            aot.write_asm(compiled, asm_dir, f"{i:02d}_{launch.tower}_{launch.kernel.strip('_')}_{dtype}")
-        if progress is not None:
-            progress(i + 1, len(distinct))
-
+    groups = plan.specialisations(launches)
     rows: list[dict[str, Any]] = []
-    for i, spec in enumerate(specs.values()):
-        compiled, mix = spec.compiled, spec.compiled.mix
-        own = [launch for launch in launches if launch.key == spec.launch.key]
-        occupancy = compiled.occupancy()
-        times = [predict(launch, spec.issued_per_warp, compiled.num_warps, occupancy.blocks_per_sm,
+    for i, own in enumerate(groups):
+        first = own[0]
+        compiled = aot.compile_for(first.fn, first.signature, first.constexprs, first.attrs, first.options,
+                                   device.arch)
+        if asm_dir is not None:
+            aot.write_asm(compiled, asm_dir, f"{i:02d}_{first.tower}_{first.kernel.strip('_')}_{dtype}")
+        mix, occupancy = compiled.mix, compiled.occupancy()
+        per_warp, loops_matched = issued_per_warp(first, mix)
+        times = [predict(launch, per_warp, compiled.num_warps, occupancy.blocks_per_sm,
                          mix.by_class.get("tensor_core", 0) > 0, device) for launch in own]
-        n_out = sum(outputs(launch) for launch in own)
         rows.append({
-            "index": i, "tower": spec.launch.tower, "kernel": spec.launch.kernel, "what": describe(spec.launch),
-            "launches": spec.count, "grid": list(spec.launch.grid), "num_warps": compiled.num_warps,
-            "num_stages": spec.launch.options["num_stages"],
+            "index": i, "tower": first.tower, "kernel": first.kernel, "what": describe(first),
+            "launches": len(own), "grid": list(first.grid), "num_warps": compiled.num_warps,
+            "num_stages": first.options["num_stages"],
             "registers": compiled.registers_per_thread, "spill_store_bytes": compiled.spill_store_bytes,
             "spill_load_bytes": compiled.spill_load_bytes, "shared_bytes": compiled.shared_bytes_per_block,
             "blocks_per_sm": occupancy.blocks_per_sm, "occupancy_limited_by": list(occupancy.limited_by),
@@ -307,13 +293,18 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
             "global_load_widths": {str(w): n for w, n in sorted(mix.global_load_widths.items())},
             "global_store_widths": {str(w): n for w, n in sorted(mix.global_store_widths.items())},
             "tensor_core_instructions": mix.by_class.get("tensor_core", 0),
-            "loops_matched": spec.loops_matched, "issued_per_warp": spec.issued_per_warp,
-            "warp_instructions_per_output": sum(t["warp_instructions"] for t in times) / n_out,
+            "loops_matched": loops_matched, "issued_per_warp": per_warp,
+            "warp_instructions_per_output": sum(t["warp_instructions"] for t in times) / sum(map(outputs, own)),
             "bytes": sum(t["bytes"] for t in times), "flops": sum(t["flops"] for t in times),
             "seconds": sum(t["seconds"] for t in times),
             "memory_seconds": sum(t["memory_seconds"] for t in times),
             "limited_by": Counter(t["limited_by"] for t in times).most_common(1)[0][0],
         })
+        if measure_on_gpu:
+            rows[-1]["measured_seconds"] = sum(measure(launch) for launch in own)
+            rows[-1]["measured_over_predicted"] = rows[-1]["measured_seconds"] / rows[-1]["seconds"]
+        if progress is not None:
+            progress(i + 1, len(groups))
 
     towers = {}
     for tower, batch, unit in (("vision", image_batch, "images/s"), ("text", text_batch, "texts/s")):
@@ -322,6 +313,9 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
         towers[tower] = {"batch": batch, "launches": sum(r["launches"] for r in mine), "seconds": seconds,
                          "predicted_per_s": batch / seconds, "memory_bound_per_s": batch / memory, "unit": unit,
                          "measured_anchors_per_s": MEASURED_ANCHORS[tower] if device_name == "h100" and dtype == "bfloat16" else {}}
+        if measure_on_gpu:
+            towers[tower]["measured_seconds"] = sum(r["measured_seconds"] for r in mine)
+            towers[tower]["measured_per_s"] = batch / towers[tower]["measured_seconds"]
     return {"device": device.name, "arch": device.arch, "dtype": dtype,
             "device_figures": {"hbm_bytes_per_s": device.hbm_bytes_per_s, "bf16_tensor_flops": device.bf16_tensor_flops,
                                "tf32_tensor_flops": device.tf32_tensor_flops,

@@ -76,7 +76,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .validation import is_int
+from .validation import is_fraction, is_int
 
 # ----------------------------------------------------------------------------------------------
 # the world: shapes, colours, classes
@@ -308,6 +308,7 @@ def varied_background(rng: np.random.Generator, objects: Sequence[SceneObject]) 
 
 # A background shows a named colour when it is at least this saturated and this close in hue.
 _HUE_SATURATION, _HUE_DEGREES = 0.08, 30.0
+_HELD_OUT_HUES = {shape: colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[colour]))[0] for shape, colour in HELD_OUT}
 
 
 def shows_held_out_colour(rgb: Sequence[float], shapes: Sequence[str]) -> bool:
@@ -320,12 +321,8 @@ def shows_held_out_colour(rgb: Sequence[float], shapes: Sequence[str]) -> bool:
     hue, saturation, _ = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
     if saturation < _HUE_SATURATION:
         return False
-    for shape, colour in HELD_OUT:
-        if shape in shapes:
-            held_hue = colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[colour]))[0]
-            if abs((hue - held_hue + 0.5) % 1 - 0.5) * 360 < _HUE_DEGREES:
-                return True
-    return False
+    return any(abs((hue - _HELD_OUT_HUES[shape] + 0.5) % 1 - 0.5) * 360 < _HUE_DEGREES
+               for shape in shapes if shape in _HELD_OUT_HUES)
 
 
 def _background_rgb(kind: str, rng: np.random.Generator) -> tuple[float, float, float]:
@@ -737,7 +734,7 @@ def _check_split(split) -> None:
 
 
 def _check_fraction(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
+    if not is_fraction(value):
         raise ValueError(f"{name} must be a number in [0, 1], found {value!r}")
 
 

@@ -17,3 +17,9 @@ def is_int(value: Any) -> bool:
     rule reads in one place.
     """
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_fraction(value: Any) -> bool:
+    """Whether ``value`` is a number in [0, 1] (a share of examples): int or float, NumPy's too, not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and 0 <= value <= 1)

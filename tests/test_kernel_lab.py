@@ -3,7 +3,7 @@
 What CI checks without a GPU: every specialisation one align-base forward launches compiles for
 sm_90a (H100) and sm_80 (A100), in bfloat16 and float32, and the bfloat16 ones -- the production
 configurations -- spill no register; the batchnorm kernel, which the model does not launch,
-compiles too; the byte and FLOP counts of the roofline equal a hand count; the committed report
+compiles too (the report carries it); the byte and FLOP counts of the roofline equal a hand count; the committed report
 (benchmarks/results/kernel_report.json, the docs' numbers) is what this Triton compiles today.
 
 Compiling needs a process that imported Triton without TRITON_INTERPRET=1 (conftest sets it for
@@ -33,8 +33,7 @@ COMMITTED = ROOT / "benchmarks" / "results" / "kernel_report.json"
 CHILD = textwrap.dedent("""
     import json, sys
     import torch
-    from minialign.kernels import aot, plan, report
-    from minialign.kernels.batchnorm_silu import batchnorm_act
+    from minialign.kernels import plan, report
     from minialign.kernels.gemm import gemm
     from minialign.kernels.layer_norm import layer_norm
 
@@ -45,17 +44,12 @@ CHILD = textwrap.dedent("""
     def meta(*shape, dtype=torch.bfloat16):
         return torch.empty(shape, dtype=dtype, device="meta")
 
-    # Launches recorded outside the model: the batchnorm kernel, and two small ones to count by hand.
+    # Two small launches, recorded outside the model, to count by hand.
     launches = []
     with plan.recording(arch, launches, ["none"]):
-        for dtype in (torch.bfloat16, torch.float32):
-            batchnorm_act(meta(64, 56, 56, 96, dtype=dtype), meta(96, dtype=torch.float32),
-                          meta(96, dtype=torch.float32), activation="silu")
         gemm(meta(100, 64), meta(32, 64), bias=meta(32))
         layer_norm(meta(10, 48), meta(48), meta(48), 1e-12, residual=meta(10, 48))
-    out["batchnorm_registers"] = [aot.compile_for(l.fn, l.signature, l.constexprs, l.attrs, l.options, arch)
-                                  .registers_per_thread for l in launches[:2]]
-    out["hand_cases"] = {l.kernel: report.bytes_and_flops(l)[:2] for l in launches[2:]}
+    out["hand_cases"] = {l.kernel: report.bytes_and_flops(l)[:2] for l in launches}
 
     # The command itself, as a user runs it (the kernels are in Triton's cache by now).
     import contextlib, io, os, tempfile
@@ -100,7 +94,6 @@ def test_every_kernel_the_model_launches_compiles_for_both_gpus(lab):
             others = [row["kernel"] for row in r["kernels"] if row["tower"] not in ("vision", "text")]
             assert others == ["_batchnorm_act_kernel"], others  # the sixth kernel, compiled all the same
             assert all(row["registers"] > 0 and row["sass_instructions"] > 0 for row in r["kernels"])
-        assert all(n > 0 for n in out["batchnorm_registers"]), device
 
 
 def test_the_bfloat16_configurations_spill_nothing(lab):

@@ -19,7 +19,7 @@ import numpy as np
 from ..checkpoint import CheckpointError
 from ..config import AlignConfig, nano_config
 from ..jsonfile import read_json_object
-from ..validation import is_int
+from ..validation import is_fraction, is_int
 from .gradients import forward_backward
 from .loop import STATE_FILE, Batch, ShuffledBatches, TrainingInterrupted, load_checkpoint, train_loop
 
@@ -248,7 +248,7 @@ def run_training(
     what was saved.
     """
     _check_run_args(config, steps, batch_size, lr, weight_decay, seed, eval_every, train_examples)
-    if not (isinstance(variety, (int, float)) and not isinstance(variety, bool) and 0 <= variety <= 1):
+    if not is_fraction(variety):
         raise ValueError(f"variety must be a number in [0, 1], got {variety!r}")
     from PIL import Image
 
