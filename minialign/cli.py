@@ -1,4 +1,4 @@
-"""The ``minialign`` command: classify, embed, search, parity, bench, train.
+"""The ``minialign`` command: classify, embed, search, parity, bench, train, kernels, exercise.
 
 Human-readable output by default, ``--json`` for scripts. One rule for every subcommand, applied
 in ``main``:
@@ -11,8 +11,9 @@ in ``main``:
   program killed by the signal reports);
 - warnings (labels the vocabulary does not know) are one line on stderr each.
 
-A parity report with a layer over tolerance exits 1. Progress goes to stderr, only where a
-person watches (a terminal, no ``--json``).
+A parity report with a layer over tolerance exits 1, and so does an exercise that does not pass
+its check (``minialign exercise check``: its report is the output, on stdout). Progress goes to
+stderr, only where a person watches (a terminal, no ``--json``).
 """
 
 from __future__ import annotations
@@ -198,6 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-batch", type=_positive_int, default=256, metavar="N", help="texts per text forward")
     p.add_argument("--text-length", type=_positive_int, default=64, metavar="T", help="tokens per text")
     p.add_argument("--asm", default=None, metavar="DIR", help="also write each specialisation's PTX and SASS into DIR")
+    _json_arg(p)
+
+    p = command("exercise", "course exercises: re-implement an op, have it checked against minialign's own")
+    exercise = p.add_subparsers(dest="exercise_command", required=True, metavar="ACTION", parser_class=_Parser,
+                                help="what to do; `minialign exercise ACTION --help` describes each")
+    p = exercise.add_parser("list", formatter_class=formatter, help="list the exercises, with their files and docs pages",
+                            description="List the exercises: number, title, the file to edit (in "
+                                        "tutorials/exercises/) and the docs page that explains it.")
+    _json_arg(p)
+    p = exercise.add_parser("check", formatter_class=formatter, help="check one exercise (exit 0: passed, 1: not yet)",
+                            description="Run the student's function of one exercise on seeded inputs and compare it "
+                                        "with minialign's reference (and torch, where installed): the first wrong "
+                                        "element, the max error and a hint for a known mistake. Exit 0 when it "
+                                        "passes, 1 when it does not (yet).")
+    p.add_argument("number", metavar="NUMBER", help="the exercise's number, e.g. 05 (see `minialign exercise list`)")
+    p.add_argument("--dir", default=None, metavar="FOLDER",
+                   help="the folder of exercise files (none: ./tutorials/exercises, ./exercises or ., the first "
+                        "that holds them)")
     _json_arg(p)
     return parser
 
@@ -411,8 +430,26 @@ def cmd_kernels(args) -> int:
     return 0
 
 
+def cmd_exercise(args) -> int:
+    """``minialign exercise list`` and ``minialign exercise check NUMBER``: see minialign/exercises/."""
+    from .exercises import EXERCISES, check_exercise
+
+    if args.exercise_command == "list":
+        rows = [{"number": e.number, "title": e.title, "file": f"tutorials/exercises/{e.file}", "teaches": e.teaches,
+                 "docs": e.docs_path, "check": f"minialign exercise check {e.number}"} for e in EXERCISES.values()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['number']}  {row['title']}\n    {row['file']}  (read {row['docs']})")
+        return 0
+    result = check_exercise(args.number, args.dir)
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.text())
+    return 0 if result.passed else 1
+
+
 COMMANDS = {"classify": cmd_classify, "embed": cmd_embed, "search": cmd_search, "parity": cmd_parity,
-            "bench": cmd_bench, "train": cmd_train, "kernels": cmd_kernels}
+            "bench": cmd_bench, "train": cmd_train, "kernels": cmd_kernels, "exercise": cmd_exercise}
 
 
 def _one_line(text: str) -> str:

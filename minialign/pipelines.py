@@ -71,6 +71,19 @@ def _check_templates(hypothesis_template) -> list[str]:
     return templates
 
 
+def ensemble_label_embeddings(features: np.ndarray) -> np.ndarray:  # [L, K, P] -> [L, P], L2-normalised
+    """Prompt ensembling: label l's embedding from its K template sentences' text features,
+
+        c_l = normalise(mean_k normalise(features[l, k]))
+
+    Each template is normalised before the mean, so that every wording weighs the same whatever
+    its norm. With one template, c_l is that template's normalised embedding (no second
+    normalisation: the same bits as transformers' pipeline).
+    """
+    per_template = l2_normalize(features)  # [L, K, P]
+    return l2_normalize(per_template.mean(axis=1)) if features.shape[1] > 1 else per_template[:, 0]
+
+
 class UnknownWordsWarning(UserWarning):
     """Candidate labels hold words that the model's vocabulary maps to [UNK]."""
 
@@ -121,8 +134,7 @@ class ZeroShotImageClassificationPipeline:
         # padding=True (to the longest sentence), as transformers' pipeline tokenizes.
         tokens = self.processor(text=sentences, padding=True, truncation=True, max_length=None)
         features = self.model.get_text_features(tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"])
-        per_template = l2_normalize(features).reshape(len(labels), len(templates), -1)  # [L, K, P]
-        embeddings = l2_normalize(per_template.mean(axis=1)) if len(templates) > 1 else per_template[:, 0]
+        embeddings = ensemble_label_embeddings(features.reshape(len(labels), len(templates), -1))
         self._label_cache[key] = embeddings
         if len(self._label_cache) > self._cache_size:
             self._label_cache.popitem(last=False)
