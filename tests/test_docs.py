@@ -252,3 +252,22 @@ def test_every_kernel_page_shows_its_predicted_table():
         table = kernel_report.kernel_table(result, kernel)
         assert table.count("\n") >= 2, kernel  # a header, its rule and at least one specialisation
         assert table in (ROOT / "docs" / "kernels" / page).read_text(), f"docs/kernels/{page} lacks its table"
+
+
+def test_architecture_figures_are_up_to_date(tmp_path):
+    """docs/figures/{dual_encoder,logit_matrix,bert_layer,mbconv_block,efficientnet_stages}.svg are
+    what docs/figures/architecture.py draws from the configs and block_specs now, and each is
+    shown on a page."""
+    script = ROOT / "docs" / "figures" / "architecture.py"
+    result = subprocess.run([sys.executable, str(script), "--out-dir", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"architecture.py failed:\n{result.stdout}\n{result.stderr}"
+    written = sorted(p.name for p in tmp_path.glob("*.svg"))
+    assert len(written) == 5, written
+    pages = [p.read_text(encoding="utf-8") for p in (ROOT / "docs").rglob("*.md")]
+    for name in written:
+        fresh = (tmp_path / name).read_text(encoding="utf-8")
+        ET.fromstring(fresh.split("\n", 1)[1])  # well-formed SVG after the generated-by comment
+        assert fresh == (ROOT / "docs" / "figures" / name).read_text(encoding="utf-8"), (
+            f"docs/figures/{name} is stale: run `python docs/figures/architecture.py`")
+        assert any(f"figures/{name}" in text for text in pages), f"no page shows docs/figures/{name}"
