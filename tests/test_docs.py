@@ -271,3 +271,116 @@ def test_architecture_figures_are_up_to_date(tmp_path):
         assert fresh == (ROOT / "docs" / "figures" / name).read_text(encoding="utf-8"), (
             f"docs/figures/{name} is stale: run `python docs/figures/architecture.py`")
         assert any(f"figures/{name}" in text for text in pages), f"no page shows docs/figures/{name}"
+
+
+def test_why_align_states_the_default_config():
+    """The align-base column of docs/why-align.md is minialign's default AlignConfig (which
+    tests/test_config.py checks against transformers' defaults)."""
+    from minialign import loss
+    from minialign.config import AlignConfig
+    from minialign.vision_model import block_specs
+
+    config = AlignConfig()
+    text, vision = config.text_config, config.vision_config
+    page = " ".join((ROOT / "docs" / "why-align.md").read_text(encoding="utf-8").split())
+    assert (f"EfficientNet-B7 scaling: width x{vision.width_coefficient:.1f}, depth x{vision.depth_coefficient:.1f}, "
+            f"{len(block_specs(vision))} MBConv blocks") in page
+    assert (f"BERT-base: {text.num_hidden_layers} layers, hidden {text.hidden_size}, "
+            f"{text.num_attention_heads} heads") in page
+    assert (f"| {config.projection_dim}: the image tower's pooled output, and the text's [CLS] state projected "
+            f"{text.hidden_size} -> {config.projection_dim} |") in page
+    assert block_specs(vision)[-1].out_dim == config.projection_dim  # the pooled output needs no projection
+    assert f"label smoothing of {loss.LABEL_SMOOTHING:g})" in page
+
+
+def _shipped_run() -> tuple[dict, list[dict]]:
+    """The shipped model's run_args.json and its training log (one record per step, the last wins)."""
+    folder = ROOT / "minialign" / "models" / "align-nano"
+    args = json.loads((folder / "run_args.json").read_text())
+    by_step = {}
+    for line in (folder / "train_log.jsonl").read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    return args, [by_step[s] for s in sorted(by_step)]
+
+
+def test_the_loss_page_numbers_are_those_of_the_shipped_run():
+    """N (the shipped run's batch), the floors computed from it, and the temperature at the first
+    and the last step, which is the temperature the shipped checkpoint stores."""
+    import math
+
+    from safetensors.numpy import load_file
+
+    args, log = _shipped_run()
+    n, lr = args["batch_size"], args["lr"]
+    page = " ".join((ROOT / "docs" / "loss.md").read_text(encoding="utf-8").split())
+    on, off = 0.9 + 0.1 / n, 0.1 / n
+    floor = -on * math.log(on) - (n - 1) * off * math.log(off)
+    assert f"For a batch of N = {n} (C = {n} classes per row, the batch size align-nano was trained with)" in page
+    assert (f"\\min \\ell_n = -\\Big(0.9 + \\frac{{0.1}}{{{n}}}\\Big) \\ln\\Big(0.9 + \\frac{{0.1}}{{{n}}}\\Big) - "
+            f"{n - 1} \\cdot \\frac{{0.1}}{{{n}}} \\ln \\frac{{0.1}}{{{n}}} \\approx {floor:.2f}") in page
+    p_true = math.e / (math.e + (n - 1) / math.e)
+    assert (f"With τ = 1 and N = {n} that is {p_true:.3f}, so the loss cannot fall below "
+            f"$-\\ln {p_true:.3f} \\approx {-math.log(round(p_true, 3)):.2f}$") in page
+    first, last = log[0], log[-1]
+    assert last["step"] == args["steps"]
+    stored = float(load_file(str(ROOT / "minialign" / "models" / "align-nano" / "model.safetensors"))["temperature"])
+    assert math.isclose(stored, last["temperature"], rel_tol=1e-6)
+    assert (f"records τ at every step: {first['temperature']:.2f} at step {first['step']}, {last['temperature']:.3f} "
+            f"at step {last['step']}, the last, which is the value the shipped checkpoint stores") in page
+    assert f"for τ = 0.07 a step of {lr:g} is {lr / 0.07:.0%}" in page
+
+
+def test_the_zero_shot_page_quotes_the_last_evaluation_of_the_shipped_log():
+    args, log = _shipped_run()
+    last = [r for r in log if "eval" in r][-1]
+    page = " ".join((ROOT / "docs" / "zero-shot.md").read_text(encoding="utf-8").split())
+    assert (f"the last evaluation in `minialign/models/align-nano/train_log.jsonl` (step {last['step']}, the run's "
+            f"last) has `zero_shot_top1` {last['eval']['zero_shot_top1']:.3f}, against `chance` "
+            f"{last['eval']['chance']:.3f}") in page
+
+
+def test_the_checkpoints_page_states_the_shipped_config():
+    config = json.loads((ROOT / "minialign" / "models" / "align-nano" / "config.json").read_text())
+    from minialign.config import AlignConfig
+
+    base = AlignConfig()
+    page = (ROOT / "docs" / "checkpoints.md").read_text(encoding="utf-8")
+    row = (f"| `text_config.vocab_size` | {base.text_config.vocab_size} | "
+           f"{config['text_config']['vocab_size']} |")
+    assert row in page, row
+    assert f"| `projection_dim` | {base.projection_dim} | {config['projection_dim']} |" in page
+
+
+def test_the_kernel_pages_name_real_align_base_widths_and_map_sizes():
+    """The depthwise page's example widths (multiples of 32 but not of 64, where BLOCK_C drops to
+    32) are every such depthwise width align-base has; the batchnorm page's map sizes and the
+    benchmark's shapes are transformers' (144 after the stem, 72 in stage 2), not TensorFlow's."""
+    import importlib.util as util
+
+    from minialign.config import AlignVisionConfig
+    from minialign.vision_model import block_specs
+
+    widths = sorted({b.expand_dim if b.expand else b.in_dim for b in block_specs(AlignVisionConfig())})
+    odd = [w for w in widths if w % 32 == 0 and w % 64]
+    depthwise = " ".join((ROOT / "docs" / "kernels" / "depthwise-conv.md").read_text().split())
+    assert f"as align-base's {', '.join(map(str, odd[:-1]))} and {odd[-1]})" in depthwise
+
+    spec = util.spec_from_file_location("gen_block_table", ROOT / "docs" / "gen_block_table.py")
+    table = util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rows = table.block_rows()
+    stem = table.stem_size(AlignVisionConfig())
+    stage2 = rows[[r["stage"] for r in rows].index(2)]["h_out"]
+    batchnorm = " ".join((ROOT / "docs" / "kernels" / "batchnorm-silu.md").read_text().split())
+    assert f"on `[64, {stage2}, {stage2}, 384]`" in batchnorm
+    assert f"(map sizes {stem} and {stage2} as transformers pads, not TensorFlow's {stem + 1} and {stage2 + 1})" \
+        in batchnorm
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import batchnorm_silu
+
+    maps = {r["h_out"] for r in rows} | {stem}
+    for shape in batchnorm_silu.BN_SILU_SHAPES + batchnorm_silu.BN_RESIDUAL_SHAPES:
+        assert shape[1] in maps, f"benchmarks/batchnorm_silu.py: {shape} is not an align-base map size {sorted(maps)}"
+    assert batchnorm_silu.BN_SILU_SHAPES[0] == (64, stage2, stage2, 384)
