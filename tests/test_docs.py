@@ -139,7 +139,7 @@ def test_the_drawn_shapes_tables_are_those_of_the_committed_result():
 
 
 def test_the_variety_runs_table_is_that_of_the_committed_runs():
-    """Each row of the training page's "Drawn shapes in training" table, from the run's log and
+    """Each row of the training appendix's "Drawn shapes in training" table, from the run's log and
     its drawn-shapes result (variety 0: the model shipped before, its log and result kept there)."""
     results = ROOT / "benchmarks" / "results"
     runs = {}
@@ -149,7 +149,7 @@ def test_the_variety_runs_table_is_that_of_the_committed_runs():
         assert folder.name == "variety-" + name.replace(", ", "-").replace(" ", "-")
         runs[name] = (folder / "train_log.jsonl", folder / "drawn_shapes.json")
     assert len(runs) == 4
-    page = (ROOT / "docs" / "training.md").read_text()
+    page = (ROOT / "docs" / "training-runs.md").read_text()
     for name, (log, drawn) in runs.items():
         last = [json.loads(line) for line in log.read_text().splitlines() if '"eval"' in line][-1]
         result = json.loads(drawn.read_text())
@@ -194,7 +194,7 @@ def test_the_recipe_runs_on_the_training_page_are_those_committed():
     """The torch runs' table, and the NumPy run of the best recipe: its time, its held-out score and
     its drawn-shapes tables, all from benchmarks/results/recipe_runs/."""
     runs = ROOT / "benchmarks" / "results" / "recipe_runs"
-    page = (ROOT / "docs" / "training.md").read_text()
+    page = (ROOT / "docs" / "training-runs.md").read_text()  # the appendix of the training page
     torch_runs = sorted(p for p in runs.iterdir() if p.name.startswith("torch-") and (p / "drawn.json").exists())
     assert len(torch_runs) == 6  # and one stopped before its end, which has no drawn-shapes result
     for folder in torch_runs:
@@ -214,7 +214,7 @@ def test_the_recipe_runs_on_the_training_page_are_those_committed():
              if block.startswith(("Overall", "| background", "| canvas", "| object size", "| pair"))]
     assert len(shown) == 5
     for block in shown:
-        assert block in page, f"docs/training.md lacks, or has an old copy of:\n{block}"
+        assert block in page, f"docs/training-runs.md lacks, or has an old copy of:\n{block}"
 
 
 def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
@@ -384,3 +384,55 @@ def test_the_kernel_pages_name_real_align_base_widths_and_map_sizes():
     for shape in batchnorm_silu.BN_SILU_SHAPES + batchnorm_silu.BN_RESIDUAL_SHAPES:
         assert shape[1] in maps, f"benchmarks/batchnorm_silu.py: {shape} is not an align-base map size {sorted(maps)}"
     assert batchnorm_silu.BN_SILU_SHAPES[0] == (64, stage2, stage2, 384)
+
+
+def test_the_training_lesson_states_the_shipped_run():
+    """The training page's account of the shipped run: its arguments, its time, the table of its
+    evaluations, the held-out table of benchmarks/held_out_eval.py, and the recipe's constants
+    in "Why each choice" -- all from the committed files, so a retrained model fails here until
+    the page follows it."""
+    from minialign.config import nano_config
+    from minialign.training import loop, recipe
+
+    args, log = _shipped_run()
+    page = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
+    flat = " ".join(page.split())
+    assert (f"holds the arguments: {args['steps']} steps of {args['batch_size']} pairs at "
+            f"{recipe.IMAGE_SIZE}x{recipe.IMAGE_SIZE}, peak learning rate {args['lr']:g}, weight decay "
+            f"{args['weight_decay']:g}, seed {args['seed']}, {args['train_examples']:,} training pairs, "
+            f"{args['variety']:.0%} of them drawn the way people draw shapes and "
+            f"{args['unnamed_colour_fraction']:.0%} in unnamed colours") in flat
+    last = log[-1]
+    assert (f"The training loop took {last['elapsed_s'] / 60:.1f} minutes on the 2-core development machine, "
+            f"alone ({last['elapsed_s'] / last['step']:.2f} s per step, evaluations included)") in flat
+    for record in log:
+        if "eval" in record and record["step"] % 200 == 0:
+            row = (f"| {record['step']} | {record['loss']:.2f} | {record['temperature']:.3f} | "
+                   f"{100 * record['eval']['zero_shot_top1']:.1f}% |")
+            assert row in page, row
+    held = json.loads((ROOT / "benchmarks" / "results" / "held_out_align-nano.json").read_text())
+    for name, r in held["rows"].items():
+        row = (f"| {name} | {100 * r['top1']:.1f}% | {100 * r['shape']:.1f}% | {100 * r['colour']:.1f}% | "
+               f"{100 * r['shape_prompts']:.1f}% |")
+        assert row in page, row
+    why = flat[flat.index("## Why each choice"):flat.index("## The embedded model")]
+    for phrase in [f"starts at {nano_config(vocab_size=100).temperature_init_value:g} (`nano_config`)",
+                   f"at {loop.LR_SCALE['temperature']:g}x the learning rate, clamped to "
+                   f"[{loop.TEMPERATURE_RANGE[0]:g}, {loop.TEMPERATURE_RANGE[1]:g}]",
+                   f"| batch {args['batch_size']} | every caption is scored against {args['batch_size'] - 1} wrong",
+                   f"| {recipe.UNNAMED_COLOUR_FRACTION:.0%} of training images in colours without a name",
+                   f"(`VOCAB_SIZE` {recipe.VOCAB_SIZE})", f"weight decay {recipe.WEIGHT_DECAY:g} on matrices",
+                   f"| {recipe.VARIETY:.0%} of images drawn as people draw shapes, from {recipe.TRAIN_EXAMPLES:,} pairs",
+                   f"gradient norm clipped at {args['max_grad_norm']:g}"]:
+        assert phrase in why, phrase
+    assert (args["weight_decay"], args["variety"], args["train_examples"]) == (
+        recipe.WEIGHT_DECAY, recipe.VARIETY, recipe.TRAIN_EXAMPLES)  # the shipped run is the recipe
+
+
+def test_the_training_command_is_the_shipped_runs():
+    args, _ = _shipped_run()
+    page = " ".join((ROOT / "docs" / "training.md").read_text(encoding="utf-8").replace("\\\n", " ").split())
+    command = f"minialign train --config {args['config']} --steps {args['steps']} --batch-size {args['batch_size']} --lr "
+    assert command in page
+    lr = page.split(command, 1)[1].split()[0]
+    assert float(lr) == args["lr"]

@@ -174,6 +174,10 @@ def load_capture(path: Path) -> dict:
     record = json.loads(file.read_text(encoding="utf-8"))
     if record.get("source_sha256") != source_sha256(path):
         raise StaleCapture(f"{file.relative_to(ROOT)} was captured from another version of {path.name}: {rerun}")
+    expected = "full" if path.name in FULL_RUN else "fast"
+    if record.get("mode") != expected:
+        raise StaleCapture(f"{file.relative_to(ROOT)} is of a {record.get('mode')} run, its page shows a {expected} "
+                           f"one: {rerun}")
     n_code = sum(cell.kind == "code" for cell in split_cells(path.read_text(encoding="utf-8")))
     if len(record.get("cells", [])) != n_code:
         raise StaleCapture(f"{file.relative_to(ROOT)} has {len(record.get('cells', []))} outputs for "
@@ -220,7 +224,7 @@ def page_markdown(path: Path, record: dict) -> str:
         if cell.kind == "markdown":
             parts.append(cell.source)
         else:
-            parts.append(f"```python\n{cell.source}\n```")
+            parts.append('``` { .python .tutorial-code }\n' + cell.source + '\n```')
             out = next(outputs).rstrip("\n")
             if out:
                 parts.append('``` { .text .tutorial-output title="output" }\n' + out + '\n```')
