@@ -95,7 +95,7 @@ def test_training_curves_on_a_synthetic_log(tmp_path):
 
 
 def test_every_tutorial_is_linked_from_a_walkthrough_page():
-    """The issue: each tutorial "is linked from its docs page" (the index's table does not count)."""
+    """Each tutorial is named on the walkthrough page it goes with (the index's table does not count)."""
     pages = [p.read_text(encoding="utf-8") for p in (ROOT / "docs").rglob("*.md") if p.name != "index.md"]
     for tutorial in sorted((ROOT / "tutorials").glob("*.py")):
         assert any(f"tutorials/{tutorial.name}" in text for text in pages), f"no page links {tutorial.name}"

@@ -9,6 +9,10 @@ driven by playwright; ``.ci/run`` installs it). On each page it checks that
 - every formula was typeset by MathJax: each ``.arithmatex`` element holds an ``mjx-container``
   and no ``mjx-merror``, and no raw ``$``, ``$$``, ``\\(`` or ``\\[`` is left in the text outside
   code;
+- at a 1280 px window (a laptop: navigation, column and table of contents all showing), no code
+  block is wider than its column (``scrollWidth > clientWidth``: it would scroll sideways) and
+  no formula spills out of the column, and no list was run into the paragraph above it by
+  Markdown (a paragraph whose text has a line starting "4. " or "- ");
 - every link inside the site leads to a page or file that answers 200, and every ``#anchor``
   exists on its target page;
 - nothing is fetched from outside 127.0.0.1 (the site must read offline: requests elsewhere are

@@ -58,3 +58,25 @@ def test_split_cells_reads_the_percent_format():
     cells = pages.split_cells("# %% [markdown]\n# # Title\n#\n# Prose.\n\n# %%\nx = 1\n\nprint(x)\n\n# %%\n")
     assert [(c.kind, c.source, c.line) for c in cells] == [("markdown", "# Title\n\nProse.", 1),
                                                           ("code", "x = 1\n\nprint(x)", 6)]
+
+
+def test_each_tutorial_page_and_notebook_follow_its_cells():
+    """The generated page has every code cell, each followed by its captured output; the notebook
+    is nbformat 4 with the same cells in order and the output as a stdout stream."""
+    for path in TUTORIALS:
+        record = pages.load_capture(path)
+        cells = pages.split_cells(path.read_text(encoding="utf-8"))
+        code = [c for c in cells if c.kind == "code"]
+        page = pages.page_markdown(path, record)
+        assert f"({path.stem}.ipynb)" in page
+        for cell, out in zip(code, record["cells"]):
+            assert cell.source in page
+            if out.strip():
+                assert out.rstrip("\n") in page
+        notebook = pages.notebook(path, record)
+        assert (notebook["nbformat"], notebook["nbformat_minor"]) == (4, 4)
+        assert [c["cell_type"] for c in notebook["cells"]] == [c.kind for c in cells]
+        for nb_cell, cell in zip(notebook["cells"], cells):
+            assert "".join(nb_cell["source"]) == cell.source
+        streams = ["".join(o["text"]) for c in notebook["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        assert streams == [out for out in record["cells"] if out]
