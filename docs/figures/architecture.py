@@ -215,7 +215,7 @@ def bert_layer() -> Svg:
     steps = [
         (["x", f"[B, T, {H}]"], "#ffffff"),
         (["query, key, value: three linears", f"{H} -> {H} each, split into {heads} heads of {d}"], TEXT),
-        (["scores = q k\u1d40 / sqrt(" + str(d) + ") + mask bias", f"[B, {heads}, T, T]; padded keys get -inf"], TEXT),
+        (["scores = q k\u1d40 / sqrt(" + str(d) + ") + mask bias", f"[B, {heads}, T, T]; padded keys get float32 min"], TEXT),
         (["softmax over the keys, times v", f"[B, {heads}, T, {d}], heads merged -> [B, T, {H}]"], TEXT),
         (["attention.output.dense", f"{H} -> {H}"], TEXT),
         (["add x, LayerNorm", f"[B, T, {H}]"], JOINT),
