@@ -9,6 +9,10 @@ driven by playwright; ``.ci/run`` installs it). On each page it checks that
 - every formula was typeset by MathJax: each ``.arithmatex`` element holds an ``mjx-container``
   and no ``mjx-merror``, and no raw ``$``, ``$$``, ``\\(`` or ``\\[`` is left in the text outside
   code;
+- at a 1280 px window (a laptop: navigation, column and table of contents all showing), no code
+  block is wider than its column (``scrollWidth > clientWidth``: it would scroll sideways) and
+  no formula spills out of the column, and no list was run into the paragraph above it by
+  Markdown (a paragraph whose text has a line starting "4. " or "- ");
 - every link inside the site leads to a page or file that answers 200, and every ``#anchor``
   exists on its target page;
 - nothing is fetched from outside 127.0.0.1 (the site must read offline: requests elsewhere are
@@ -56,12 +60,34 @@ PAGE_PROBE = """async () => {
     const ids = [...document.querySelectorAll("[id]")].map(el => el.id)
         .concat([...document.querySelectorAll("a[name]")].map(el => el.name));
     const links = [...document.querySelectorAll("a[href]")].map(a => a.href);
-    return {images, math: math.length, untypeset, errors, text: clone.textContent, ids, links};
+    // Layout at the test's window width: a code block or formula wider than its column scrolls
+    // sideways (or spills over the table of contents), and a list that Markdown ran into the
+    // paragraph above it shows as "4. **Project**" inside that paragraph.
+    const column = body.getBoundingClientRect();
+    const wide = [...body.querySelectorAll("pre > code")].filter(el => el.scrollWidth > el.clientWidth)
+        .map(el => `code block ${el.scrollWidth} px in ${el.clientWidth} px: ${el.textContent.trim().slice(0, 60)}`)
+        .concat([...body.querySelectorAll("mjx-container")].filter(el => {
+            const box = el.getBoundingClientRect();
+            const parent = el.closest("div.arithmatex") || el.parentElement;
+            return box.right > column.right + 1 || box.left < column.left - 1
+                || (parent && parent.scrollWidth > parent.clientWidth && parent.clientWidth > 0);
+        }).map(el => `formula ${Math.round(el.getBoundingClientRect().width)} px in a ${Math.round(column.width)} px `
+                     + `column: ${(el.closest(".arithmatex") || el).textContent.slice(0, 60)}`));
+    const runIn = [...body.querySelectorAll("p")].map(p => {
+        const bare = p.cloneNode(true);
+        bare.querySelectorAll("code, mjx-container, script").forEach(el => el.remove());
+        const m = bare.textContent.match(/\\n[ \\t]*(?:\\d+\\.|[-*+])[ \\t]+\\S.{0,50}/);
+        return m ? m[0].trim() : null;
+    }).filter(Boolean);
+    return {images, math: math.length, untypeset, errors, text: clone.textContent, ids, links, wide, runIn};
 }"""
 # What a formula that MathJax missed would leave in the text: arithmatex's delimiters, "$$", a
 # "$x$" pair on one line, or a "$" right before a TeX command (arithmatex skips "$\text{a} = $",
 # which ends in a space). A lone "$", as in "$MINIALIGN_NUM_THREADS", is ordinary text.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\$[^\s$](?:[^$\n]*[^\s$])?\$|\$\\[A-Za-z]+")
+
+
+WINDOW_WIDTH = 1280  # px
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -123,7 +149,9 @@ def check_site(base: str, out: Path) -> tuple[list[str], int]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context()
+        # 1280 px: a laptop window, where the navigation, the page's column and its table of
+        # contents all show, and the column is at its narrowest before the layout changes.
+        context = browser.new_context(viewport={"width": WINDOW_WIDTH, "height": 800})
 
         def only_local(route):
             url = route.request.url
@@ -157,6 +185,8 @@ def check_site(base: str, out: Path) -> tuple[list[str], int]:
             problems += [f"{current}: image did not load: {img['src']}" for img in found["images"] if not img["ok"]]
             problems += [f"{current}: formula not typeset: {t!r}" for t in found["untypeset"]]
             problems += [f"{current}: MathJax error: {e}" for e in found["errors"]]
+            problems += [f"{current}: wider than its column at {WINDOW_WIDTH} px: {w}" for w in found["wide"]]
+            problems += [f"{current}: a list run into a paragraph: {r!r}" for r in found["runIn"]]
             if _raw_tex(found["text"]):
                 problems.append(f"{current}: raw TeX left in the text: {_raw_tex(found['text'])}")
             for href in found["links"]:
