@@ -7,7 +7,8 @@ their values), one process, one GPU. What it measures (the Triton-backend issue'
   and with torch.compile, minialign ``backend="triton"``;
 - text tower, texts/s: batch 256 padded to 64 tokens; and realistic captions (the synthetic
   alt-text, 8-20 tokens) padded to 64 as AlignProcessor does by default, which minialign's
-  ``get_text_features`` cuts to length buckets;
+  ``get_text_features`` runs packed (the Triton backend's default: the real tokens only) or in
+  length buckets (``packed=False``);
 - peak GPU memory of each run (``torch.cuda.max_memory_allocated``);
 - minialign's time per op (CUDA-synchronised timers around every backend call: slower than a
   free run, but it says where the time goes);
@@ -164,11 +165,13 @@ def main() -> None:
         "vision": {"transformers_eager_channels_last": hf_vision,
                    "minialign_triton": lambda: ours.vision_model(pixels).pooler_output},
         "text_padded_64": {"transformers_eager": hf_text_fn(tokens),
-                           "minialign_triton": lambda: ours.get_text_features(padded_64["input_ids"],
-                                                                              padded_64["attention_mask"])},
+                           "minialign_triton_packed": lambda: ours.get_text_features(padded_64["input_ids"],
+                                                                                     padded_64["attention_mask"])},
         "text_captions": {"transformers_eager": hf_text_fn(caption_tokens),
-                          "minialign_triton_buckets": lambda: ours.get_text_features(captions_64["input_ids"],
-                                                                                     captions_64["attention_mask"])},
+                          "minialign_triton_packed": lambda: ours.get_text_features(
+                              captions_64["input_ids"], captions_64["attention_mask"], packed=True),
+                          "minialign_triton_buckets": lambda: ours.get_text_features(
+                              captions_64["input_ids"], captions_64["attention_mask"], packed=False)},
     }
     if on_gpu and not args.no_compile:
         compiled = torch.compile(hf_cl)
@@ -192,6 +195,8 @@ def main() -> None:
             "vision": per_op_breakdown(ours.vision_model, lambda: ours.vision_model(pixels)),
             "text_padded_64": per_op_breakdown(ours.text_model, lambda: ours.text_model(
                 padded_64["input_ids"], padded_64["attention_mask"])),
+            "text_captions_packed": per_op_breakdown(ours.text_model, lambda: ours.text_model(
+                captions_64["input_ids"], captions_64["attention_mask"], packed=True)),
         }
     write_json(args.out, result)
 

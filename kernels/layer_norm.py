@@ -43,11 +43,14 @@ MAX_H = 4096  # the whole row lives in registers: 4096 float32 over 8 warps = 16
 @triton.jit
 def _layer_norm_kernel(
     x_ptr,  # [rows, H] input, contiguous (row stride H)
-    res_ptr,  # [rows, H] residual, same dtype and layout as x (unused unless HAS_RESIDUAL)
+    res_ptr,  # [res_rows, H] residual, x's dtype, contiguous (unused unless HAS_RESIDUAL); row r of x
+    #   adds residual row r % res_rows: res_rows = rows for a residual of x's shape, T for BERT's
+    #   [T, H] position embeddings broadcast over the batch
     w_ptr,  # [H] weight (gamma)
     b_ptr,  # [H] bias (beta)
     y_ptr,  # [rows, H] output, x's dtype, contiguous (row stride H)
     H,  # row length: the normalised axis
+    res_rows,  # rows of the residual (divides rows)
     eps,  # added to the variance
     BLOCK_H: tl.constexpr,  # next power of two >= H: one block holds a whole row
     HAS_RESIDUAL: tl.constexpr,  # True: normalise x + residual
@@ -58,7 +61,7 @@ def _layer_norm_kernel(
     offs = row * H + cols
     v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
-        v += tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        v += tl.load(res_ptr + (row % res_rows) * H + cols, mask=mask, other=0.0).to(tl.float32)
 
     # Two passes over the row in registers; the masked lanes are 0 in v and are zeroed in the
     # deviations too, so neither sum sees them.
@@ -80,8 +83,10 @@ def layer_norm(x, weight, bias, eps: float, *, residual=None):
         x: ``[..., H]`` contiguous, float32, bfloat16 or float16; 1 <= H <= 4096.
         weight, bias: ``[H]`` contiguous, both float32 or both ``x``'s dtype.
         eps: added to the variance, >= 0 (BERT: 1e-12).
-        residual: optional, ``x``'s shape and dtype, contiguous; added to ``x`` in float32
-            before normalising (the sum is not rounded to ``x``'s dtype first).
+        residual: optional, ``x``'s dtype, contiguous, of ``x``'s shape or of its trailing axes
+            (``[T, H]`` for ``x [B, T, H]``: broadcast over the leading ones, read in place, never
+            copied); added to ``x`` in float32 before normalising (the sum is not rounded to
+            ``x``'s dtype first).
 
     Returns:
         ``y``, ``x``'s shape and dtype.
@@ -99,8 +104,10 @@ def layer_norm(x, weight, bias, eps: float, *, residual=None):
     check_tensor("weight", weight, shape=(H,), dtypes=(torch.float32, x.dtype), device=x.device, contiguous=True)
     check_tensor("bias", bias, shape=(H,), dtypes=(weight.dtype,), device=x.device, contiguous=True)
     if residual is not None:
-        check_tensor("residual", residual, shape=tuple(x.shape), dtypes=(x.dtype,), device=x.device,
-                     contiguous=True)
+        check_tensor("residual", residual, dtypes=(x.dtype,), device=x.device, contiguous=True)
+        if residual.ndim < 1 or tuple(residual.shape) != tuple(x.shape[x.ndim - residual.ndim:]):
+            raise KernelInputError(f"residual must have x's shape {tuple(x.shape)} or its trailing axes "
+                                   f"(broadcast over the leading ones), got {tuple(residual.shape)}")
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
         raise KernelInputError(f"eps must be a real number >= 0, got {eps!r}")
 
@@ -113,7 +120,8 @@ def layer_norm(x, weight, bias, eps: float, *, residual=None):
     # of the row: H=768 -> BLOCK_H=1024 -> 4 warps; H=4096 -> 8 warps.
     num_warps = min(max(block_h // 256, 1), 8)
     _layer_norm_kernel[(n_rows,)](
-        x, residual if residual is not None else x, weight, bias, y, H, float(eps),
+        x, residual if residual is not None else x, weight, bias, y, H,
+        n_rows if residual is None else max(1, residual.numel() // H), float(eps),
         BLOCK_H=block_h, HAS_RESIDUAL=residual is not None, num_warps=num_warps,
     )
     return y

@@ -16,7 +16,9 @@ no memory), with Triton's JIT told to stop just before compiling:
    options (warps, stages) and answers "handled": Triton compiles nothing and launches nothing.
    A wrapper around each kernel's ``run`` keeps the grid and the arguments by name.
 
-Every launch is kept (``Launch``); ``specialisations`` groups them by what they compile to. The assumption a
+Every launch is kept (``Launch``); ``specialisations`` groups them by what they compile to. Integer
+inputs keep their values beside their meta tensors (``plan_values``), so a launch can carry the few
+the prediction needs (the packed attention's ``cu_seqlens``). The assumption a
 meta tensor makes: every allocation starts 16-byte aligned (CUDA's allocator aligns to 256 B),
 and a view's offset is its real offset.
 """
@@ -24,6 +26,7 @@ and a view's offset is its real offset.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +55,8 @@ class Launch:
     tensors: dict[str, tuple[tuple[int, ...], str, tuple[int, ...]]]
     tower: str
     constants: dict[str, Any]  # the constexpr arguments by name (``constexprs`` is keyed by position)
+    values: dict[str, list] = field(default_factory=dict)  # the few integer tensors whose values the
+    #   prediction needs (the packed attention's cu_seqlens), as lists: meta tensors hold none
 
     @property
     def key(self) -> tuple:
@@ -134,8 +139,9 @@ def recording(arch: str, launches: list[Launch], tower: list[str]):
                        and isinstance(v, (int, float)) and not isinstance(v, bool)}
             g = tuple(grid) + (1,) * (3 - len(grid))
             constants = {fn.arg_names[path[0]]: value for path, value in spec["constexprs"].items() if len(path) == 1}
+            values = {n: v.plan_values.tolist() for n, v in named.items() if hasattr(v, "plan_values")}
             launches.append(Launch(fn.__name__, fn, spec["signature"], spec["constexprs"], spec["attrs"],
-                                   spec["options"], g, scalars, tensors, tower[0], constants))
+                                   spec["options"], g, scalars, tensors, tower[0], constants, values))
             return None
 
         originals[fn] = run
@@ -173,9 +179,16 @@ def _planning_ops(dtype: str):
             self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
         def from_numpy(self, array):
-            array = np.asarray(array) if not isinstance(array, torch.Tensor) else array
-            floating = np.issubdtype(array.dtype, np.floating) if isinstance(array, np.ndarray) else array.is_floating_point()
-            return torch.empty(tuple(array.shape), dtype=self.dtype if floating else torch.int64, device="meta")
+            if isinstance(array, torch.Tensor):
+                return torch.empty(tuple(array.shape), dtype=self.dtype if array.is_floating_point() else array.dtype,
+                                   device="meta")
+            array = np.asarray(array)
+            if np.issubdtype(array.dtype, np.floating):
+                return torch.empty(array.shape, dtype=self.dtype, device="meta")
+            tensor = torch.empty(array.shape, dtype=torch.int32 if array.dtype == np.int32 else torch.int64,
+                                 device="meta")
+            tensor.plan_values = array  # integers (ids, cu_seqlens) keep their values beside the meta tensor
+            return tensor
 
         def to_numpy(self, x):
             return np.zeros(tuple(x.shape), dtype=np.float32)
@@ -192,12 +205,99 @@ def _zeros(shape) -> np.ndarray:
 IMAGE_SIZE = 289
 
 
+# The packed text workload: captions as a web page's alt text reads, written for this report (no
+# dataset is downloaded), 8 to 20 tokens each once [CLS] and [SEP] are added. A caption's length is
+# what BERT's basic tokenizer makes of it (``caption_tokens``): lower-case words and punctuation,
+# one token each, which is bert-base-uncased's WordPiece count for words in its vocabulary (every
+# word here is a common English one).
+CAPTIONS = (
+    "a brown dog running along the beach at sunset.",
+    "two grey cats sleeping next to each other on a red sofa.",
+    "a bowl of fresh strawberries on a wooden kitchen table.",
+    "aerial view of a large city at night with all the lights on.",
+    "a man in a blue jacket riding a bicycle down a busy street.",
+    "close up of a yellow flower in a garden after the rain.",
+    "a plate of pasta with tomato sauce, basil and cheese.",
+    "children playing football in the park on a sunny afternoon.",
+    "an old red truck parked in front of a wooden barn.",
+    "a snowy mountain peak under a clear blue sky.",
+    "a young woman reading a book in a quiet coffee shop.",
+    "a cup of black coffee and a croissant on a white plate.",
+    "a small sailboat on a calm lake in the early morning.",
+    "the interior of a modern kitchen with white cabinets and a large window.",
+    "a brown horse standing alone in a green field.",
+    "a group of friends having dinner together at a long table outside on a warm summer evening.",
+    "a black and white photo of an old stone bridge.",
+    "a train crossing a bridge over a river in the mountains.",
+    "a small bird sitting on a branch.",
+    "a bowl of hot tomato soup.",
+    "street food market in the evening, with people buying food and drinks.",
+    "a child blowing out the candles on a birthday cake.",
+    "a laptop, a phone and a notebook on a desk.",
+    "a lighthouse on a rocky coast during a storm.",
+    "a close up of a cat's face with bright green eyes.",
+    "a red apple on a table.",
+    "a view of the ocean from a hotel balcony at sunrise.",
+    "a person holding a black umbrella while walking in the rain.",
+    "a vintage car driving on a country road.",
+    "a pizza with mushrooms, olives and cheese on a wooden board.",
+    "a family walking through a forest in the autumn.",
+    "an empty road through the desert under a cloudy sky.",
+    "a baby smiling at the camera.",
+    "tall glass buildings in the center of a big city.",
+    "a glass of red wine on a table next to a window.",
+    "a boy jumping into a swimming pool on a hot day.",
+    "a bunch of colorful balloons floating in the blue sky.",
+    "an oil painting of a small house by a river.",
+    "a chef cooking in the kitchen of a busy restaurant.",
+    "two business people shaking hands in a bright office.",
+    "a field of sunflowers at sunrise.",
+    "a dog jumping to catch a frisbee in the air.",
+    "the full moon over a quiet village at night.",
+    "a wooden cabin in the snow surrounded by pine trees.",
+    "a pair of running shoes on a white background.",
+    "a table set for a wedding dinner with flowers, glasses and candles.",
+    "a fisherman on a small boat at dawn.",
+    "a busy train station with people waiting on the platform.",
+    "a green salad with chicken and avocado in a white bowl.",
+    "an orange cat lying in the sun on a windowsill.",
+    "a man playing the guitar on a stage in front of a crowd.",
+    "a colorful umbrella on the sand at the beach.",
+    "big waves on the shore.",
+    "a girl with a red hat walking her dog in the park.",
+    "a stack of old books on a shelf.",
+    "a hot air balloon flying over green hills.",
+    "a close up of a hand holding a smartphone with a blank screen.",
+    "a herd of cows grazing on a farm.",
+    "an airplane taking off from the airport at night.",
+    "a basket of bread, fruit and cheese for a picnic in the park.",
+    "a police car with its lights on in a city street at night.",
+    "a student writing on a blackboard in a classroom.",
+    "a tall waterfall in the middle of a tropical forest.",
+    "a bride and groom dancing at their wedding.",
+)
+
+
+def caption_tokens(caption: str) -> int:
+    """Tokens BERT gives ``caption``: its words and punctuation marks (the basic tokenizer's split
+    of lower-case ASCII), plus [CLS] and [SEP]."""
+    return len(re.findall(r"\w+|[^\w\s]", caption)) + 2
+
+
+def caption_lengths(batch: int) -> list[int]:
+    """The tokens of ``batch`` captions: CAPTIONS' lengths in order, over and over."""
+    lengths = [caption_tokens(c) for c in CAPTIONS]
+    return [lengths[i % len(lengths)] for i in range(batch)]
+
+
 def model_launches(config=None, *, arch: str = "sm_90a", dtype: str = "bfloat16", image_batch: int = 64,
-                   image_size: int = IMAGE_SIZE, text_batch: int = 256, text_length: int = 64) -> list[Launch]:
-    """Every kernel launch of one image forward (``image_batch`` images of ``image_size`` squared)
-    and one text forward (``text_batch`` texts of ``text_length`` tokens, no padding) of
-    ``AlignModel`` on the Triton backend in ``dtype``, as compiled for ``arch``. ``config``:
-    an ``AlignConfig``; None is align-base (the defaults)."""
+                   image_size: int = IMAGE_SIZE, text_batch: int = 256, text_length: int = 64,
+                   packed_batch: int = 0) -> list[Launch]:
+    """Every kernel launch of one image forward (``image_batch`` images of ``image_size`` squared),
+    one text forward (``text_batch`` texts of ``text_length`` tokens, no padding) and, with
+    ``packed_batch``, one packed text forward of that many captions (``caption_lengths``: tower
+    "text_packed") of ``AlignModel`` on the Triton backend in ``dtype``, as compiled for ``arch``.
+    ``config``: an ``AlignConfig``; None is align-base (the defaults)."""
     from minialign.align_model import AlignModel
     from minialign.config import AlignConfig
 
@@ -213,6 +313,11 @@ def model_launches(config=None, *, arch: str = "sm_90a", dtype: str = "bfloat16"
         tower[0] = "text"
         ids = np.zeros((text_batch, text_length), dtype=np.int64)
         model.text_model(ids, np.ones_like(ids), np.zeros_like(ids))
+        if packed_batch:
+            tower[0] = "text_packed"
+            lengths = np.array(caption_lengths(packed_batch))
+            mask = (np.arange(lengths.max())[None, :] < lengths[:, None]).astype(np.int64)  # right padding
+            model.text_model(np.zeros_like(mask), mask, np.zeros_like(mask), packed=True)
     return launches
 
 
@@ -239,8 +344,10 @@ def unused_kernel_launches(*, arch: str = "sm_90a", dtype: str = "bfloat16", ima
 
 
 def specialisations(launches: list[Launch]) -> list[list[Launch]]:
-    """The launches grouped by specialisation (one compiled kernel each), groups in first-seen order."""
+    """The launches grouped by tower and specialisation (one compiled kernel each), groups in
+    first-seen order. A kernel two towers both launch (the padded and the packed text forwards
+    share the pooler's GEMM) is a group in each, so that each tower's sums are its own."""
     groups: dict[tuple, list[Launch]] = {}
     for launch in launches:
-        groups.setdefault(launch.key, []).append(launch)
+        groups.setdefault((launch.tower, launch.key), []).append(launch)
     return list(groups.values())

@@ -6,6 +6,10 @@ compiles each for ``sm_90a`` (H100/H200) or ``sm_80`` (A100) and reads registers
 memory and the SASS, and this module adds what each launch must move and compute and the time a
 roofline model predicts.
 
+The workloads ("towers"): 64 images of 289 x 289 through the vision tower; 256 texts of 64 tokens
+through the text tower, padded (every token computed); and 256 captions of 8 to 20 tokens
+(``plan.CAPTIONS``) through it packed, the real tokens only (``AlignTextModel(..., packed=True)``).
+
 The roofline model, per launch (a lower bound on the time, not a measurement):
 
     t = max(bytes / HBM bandwidth,                                  memory
@@ -71,6 +75,7 @@ MEASURED_ANCHORS = {
 }
 
 _ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "int32": 4}
+PACKED_BATCH = 256  # captions in the packed text workload: as many texts as the padded one
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -91,7 +96,9 @@ def bytes_and_flops(launch: Launch) -> tuple[int, int, str]:
     gemm        A [M, K], W [N, K] read, C [M, N] written; residual, SE gate, scale/shift read
                 when present. 2 M N K FLOPs on tensor cores (the epilogue is not counted).
     attention   q, k, v read, the output written, the mask read: 4 B T H values. QK^T and PV:
-                2 * 2 * B * heads * T^2 * D FLOPs.
+                2 * 2 * B * heads * T^2 * D FLOPs. Packed: 4 N H values and cu_seqlens, and
+                2 * 2 * heads * D * sum_b L_b^2 FLOPs (each sequence against itself; the lengths
+                L_b are the recorded cu_seqlens).
     depthwise   x read, y written, taps/scale/shift read, the SE sums written when asked.
                 2 k^2 FLOPs per output on the CUDA cores (the batchnorm and SiLU are not counted).
     se_gate     the sums read, both weights and biases read, the gate written. 2 * 2 * B * C * S.
@@ -105,6 +112,10 @@ def bytes_and_flops(launch: Launch) -> tuple[int, int, str]:
         M, N, K = s["M"], s["N"], c["K"]
         return (b("a_ptr", "w_ptr", "c_ptr", "a_scale_ptr", "col_scale_ptr", "col_shift_ptr", "residual_ptr"),
                 2 * M * N * K, "tensor")
+    if k == "_attention_kernel" and "cu_seqlens_ptr" in launch.tensors:
+        (_, heads, D), cu = launch.tensors["q_ptr"][0], launch.values["cu_seqlens_ptr"]
+        squares = sum((end - start) ** 2 for start, end in zip(cu[:-1], cu[1:]))
+        return b("q_ptr", "k_ptr", "v_ptr", "cu_seqlens_ptr", "out_ptr"), 4 * heads * D * squares, "tensor"
     if k == "_attention_kernel":
         (B, heads, T, D) = launch.tensors["q_ptr"][0]
         return b("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "out_ptr"), 4 * B * heads * T * T * D, "tensor"
@@ -243,6 +254,10 @@ def describe(launch: Launch) -> str:
         return f"depthwise {c['K']}x{c['K']} s{c['STRIDE']} {Ho}x{Wo}x{C} block {c['BLOCK_P']}px x {c['BLOCK_C']}ch"
     if k == "_se_gate_kernel":
         return f"se_gate C={c['C']} S={c['S']} block {c['BLOCK_C']}"
+    if k == "_attention_kernel" and "cu_seqlens_ptr" in launch.tensors:
+        N, heads, D = launch.tensors["q_ptr"][0]
+        B = launch.tensors["cu_seqlens_ptr"][0][0] - 1
+        return f"attention packed B={B} N={N} heads={heads} D={D} block {c['BLOCK_M']}x{c['BLOCK_N']}"
     if k == "_attention_kernel":
         B, heads, T, D = launch.tensors["q_ptr"][0]
         return f"attention B={B} heads={heads} T={T} D={D} block {c['BLOCK_M']}x{c['BLOCK_N']}"
@@ -254,10 +269,12 @@ def describe(launch: Launch) -> str:
 
 
 def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: int = 64, text_batch: int = 256,
-            text_length: int = 64, config=None, asm_dir: str | None = None, progress=None,
-            measure_on_gpu: bool = False) -> dict[str, Any]:
+            text_length: int = 64, packed_batch: int = PACKED_BATCH, config=None, asm_dir: str | None = None,
+            progress=None, measure_on_gpu: bool = False) -> dict[str, Any]:
     """The report for one device and dtype, as a JSON-able dict: one row per specialisation and
-    the totals per tower (module docstring). ``asm_dir``: also write each specialisation's PTX and
+    the totals per tower (module docstring): "vision", "text" (``text_batch`` texts padded to
+    ``text_length`` tokens) and "text_packed" (``packed_batch`` captions of 8-20 tokens, packed:
+    ``plan.caption_lengths``; 0 leaves it out). ``asm_dir``: also write each specialisation's PTX and
     SASS there. ``progress``: called with (done, total) after each compile. ``measure_on_gpu``:
     also time every launch on this machine's GPU (``measure``) and put the measured seconds beside
     the predicted ones, per specialisation and per tower."""
@@ -267,7 +284,7 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
         raise ValueError(f"device must be one of {tuple(DEVICES)}, got {device_name!r}")
     device = DEVICES[device_name]
     launches = plan.model_launches(config, arch=device.arch, dtype=dtype, image_batch=image_batch,
-                                   text_batch=text_batch, text_length=text_length)
+                                   text_batch=text_batch, text_length=text_length, packed_batch=packed_batch)
     launches += plan.unused_kernel_launches(arch=device.arch, dtype=dtype, image_batch=image_batch)
     groups = plan.specialisations(launches)
     rows: list[dict[str, Any]] = []
@@ -307,12 +324,16 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
             progress(i + 1, len(groups))
 
     towers = {}
-    for tower, batch, unit in (("vision", image_batch, "images/s"), ("text", text_batch, "texts/s")):
+    for tower, batch, unit in (("vision", image_batch, "images/s"), ("text", text_batch, "texts/s"),
+                               ("text_packed", packed_batch, "texts/s")):
         mine = [r for r in rows if r["tower"] == tower]
+        if not batch:
+            continue
         seconds, memory = sum(r["seconds"] for r in mine), sum(r["memory_seconds"] for r in mine)
+        anchors = MEASURED_ANCHORS.get(tower, {}) if device_name == "h100" and dtype == "bfloat16" else {}
         towers[tower] = {"batch": batch, "launches": sum(r["launches"] for r in mine), "seconds": seconds,
                          "predicted_per_s": batch / seconds, "memory_bound_per_s": batch / memory, "unit": unit,
-                         "measured_anchors_per_s": MEASURED_ANCHORS[tower] if device_name == "h100" and dtype == "bfloat16" else {}}
+                         "measured_anchors_per_s": anchors}
         if measure_on_gpu:
             towers[tower]["measured_seconds"] = sum(r["measured_seconds"] for r in mine)
             towers[tower]["measured_per_s"] = batch / towers[tower]["measured_seconds"]
@@ -322,22 +343,25 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
                                "fp32_vector_flops": device.fp32_vector_flops, "sms": device.sms,
                                "clock_hz": device.clock_hz, "issue_rate": device.issue_rate},
             "workload": {"image_batch": image_batch, "image_size": plan.IMAGE_SIZE, "text_batch": text_batch,
-                         "text_length": text_length},
+                         "text_length": text_length, "packed_batch": packed_batch,
+                         "packed_tokens": sum(plan.caption_lengths(packed_batch))},
             "kernels": rows, "towers": towers}
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as text: one line per specialisation, then the towers against their anchors."""
+    w = report["workload"]
+    packed = (f", {w['packed_batch']} captions packed ({w['packed_tokens']} tokens)" if w.get("packed_batch") else "")
     lines = [f"{report['device']} ({report['arch']}), {report['dtype']}: align-base, "
-             f"{report['workload']['image_batch']} images of {report['workload']['image_size']}px, "
-             f"{report['workload']['text_batch']} texts of {report['workload']['text_length']} tokens",
-             "", f"{'#':>2} {'tower':6} {'specialisation':58} {'n':>3} {'regs':>4} {'spill':>5} {'smem':>5} "
+             f"{w['image_batch']} images of {w['image_size']}px, {w['text_batch']} texts of {w['text_length']} tokens"
+             + packed,
+             "", f"{'#':>2} {'tower':11} {'specialisation':58} {'n':>3} {'regs':>4} {'spill':>5} {'smem':>5} "
              f"{'occ':>3} {'SASS':>5} {'TC':>3} {'LDG B':>6} {'w-ins/out':>9} {'us':>8} limit"]
     for row in report["kernels"]:
         widths = "/".join(row["global_load_widths"]) or "-"
         per_out = f"{'' if row['loops_matched'] else '>='}{row['warp_instructions_per_output']:.2f}"
         lines.append(
-            f"{row['index']:>2} {row['tower']:6} {row['what'][:58]:58} {row['launches']:>3} {row['registers']:>4} "
+            f"{row['index']:>2} {row['tower']:11} {row['what'][:58]:58} {row['launches']:>3} {row['registers']:>4} "
             f"{row['spill_store_bytes']:>5} {row['shared_bytes'] // 1024:>4}K {row['blocks_per_sm']:>3} "
             f"{row['sass_instructions']:>5} {row['tensor_core_instructions']:>3} {widths:>6} {per_out:>9} "
             f"{row['seconds'] * 1e6:8.1f} {row['limited_by']}")
@@ -356,7 +380,8 @@ def format_report(report: dict[str, Any]) -> str:
 def measure(launch: Launch, device: str = "cuda") -> float:
     """Seconds one launch takes on the current GPU (``triton.testing.do_bench``, median), on random
     inputs of the recorded shapes, dtypes and strides: the calibration of the prediction. Integer
-    tensors (the attention's padding mask) are all ones: every token real."""
+    tensors hold their recorded values (``Launch.values``: the padded workload's mask, all ones, and
+    the packed attention's cu_seqlens), or ones where none was recorded."""
     import torch
     from triton.testing import do_bench
 
@@ -367,6 +392,8 @@ def measure(launch: Launch, device: str = "cuda") -> float:
             storage = 1 + sum((size - 1) * stride for size, stride in zip(shape, strides))  # a broadcast view too
             base = torch.randn(storage, device=device).to(getattr(torch, dtype)) if dtype.startswith(("float", "bfloat")) \
                 else torch.ones(storage, dtype=getattr(torch, dtype), device=device)
+            if name in launch.values:
+                base = torch.tensor(launch.values[name], dtype=getattr(torch, dtype), device=device)
             args.append(base.as_strided(shape, strides))
         elif name in launch.constants:
             args.append(launch.constants[name])

@@ -77,18 +77,33 @@ class AlignModel(PretrainedModel):
     # -- features ----------------------------------------------------------------------------
 
     def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None, *,
-                          bucket_size: int = TEXT_BUCKET) -> np.ndarray:
+                          bucket_size: int = TEXT_BUCKET, packed: bool | None = None) -> np.ndarray:
         # [B, T] ints -> [B, P], not normalised
         """The projected [CLS] state: text_projection(last_hidden_state[:, 0]).
 
-        Pad tokens cost nothing: the texts are sorted by real length and run in buckets of up to
-        ``bucket_size``, each cut to its longest text. A padded key gets exactly zero attention
-        weight, so cutting trailing padding changes no real token's output: the result is that
-        of the padded batch, up to float32 rounding (the matrix products have other shapes). With AlignProcessor's default padding to 64 tokens and captions of ~10,
-        that is most of the text tower's work saved. Batches that are not right-padded (a mask
-        with a 0 before a 1) run as they are.
+        Pad tokens cost nothing, in one of two ways:
+
+        - ``packed=True``: the whole batch runs as one packed forward (``AlignTextModel.pack``):
+          the real tokens only, attention per text. The default on the Triton backend
+          (``ops.PACK_TEXT``), where each kernel launch costs and one set of launches takes every
+          text, however ragged. Each text's [CLS] is its first real token. A text with no real token
+          (an all-0 mask row) is an error.
+        - ``packed=False``: the texts are sorted by real length and run in buckets of up to
+          ``bucket_size``, each cut to its longest text. The default on the NumPy backends: for any
+          mask the [CLS] is column 0, and an all-0 mask row runs.
+
+        A padded key gets exactly zero attention weight, so either way the result is that of the
+        padded batch, up to float32 rounding (the matrix products have other shapes). With
+        AlignProcessor's default padding to 64 tokens and captions of ~10, that is most of the text
+        tower's work saved. Unpacked, batches that are not right-padded (a mask with a 0 before a 1)
+        run as they are.
         """
         ids, mask, types = self.text_model.check_inputs(input_ids, attention_mask, token_type_ids)
+        if self.ops.PACK_TEXT if packed is None else packed:
+            text = self.text_model
+            batch = text.pack(ids, mask, types)
+            x, _, _ = text.encoder(text.embeddings(batch.input_ids, batch.token_type_ids, batch.position_ids), batch)
+            return self._project(self.ops.embedding(batch.first_token, x))  # [N, H] -> each text's [CLS] row
         lengths = mask.sum(axis=1)
         right_padded = np.array_equal(mask != 0, np.arange(mask.shape[1]) < lengths[:, None])
         if not right_padded:
@@ -107,11 +122,14 @@ class AlignModel(PretrainedModel):
         return self.ops.to_numpy(self.vision_model(pixel_values).pooler_output)
 
     def _project_text(self, out: TextModelOutput) -> np.ndarray:
-        # [B, T, H] backend array -> [B, P] NumPy: what follows (normalising, logits, loss) is a
-        # few hundred numbers per text, done in NumPy whatever the backend.
+        # last_hidden_state [B, T, H] -> [B, P] NumPy
+        return self._project(out.last_hidden_state[:, 0])
+
+    def _project(self, first: np.ndarray) -> np.ndarray:
+        # [B, H] backend array (each text's [CLS] state) -> [B, P] NumPy: what follows (normalising,
+        # logits, loss) is a few hundred numbers per text, done in NumPy whatever the backend.
         p = self.tensors
-        projected = self.ops.linear(out.last_hidden_state[:, 0], p["text_projection.weight"], p["text_projection.bias"])
-        return self.ops.to_numpy(projected)
+        return self.ops.to_numpy(self.ops.linear(first, p["text_projection.weight"], p["text_projection.bias"]))
 
     def logits(self, text_embeds: np.ndarray, image_embeds: np.ndarray) -> np.ndarray:
         # [B_t, P], [B_i, P] (normalised) -> [B_t, B_i]

@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-batch", type=_positive_int, default=64, metavar="N", help="images per vision forward")
     p.add_argument("--text-batch", type=_positive_int, default=256, metavar="N", help="texts per text forward")
     p.add_argument("--text-length", type=_positive_int, default=64, metavar="T", help="tokens per text")
+    p.add_argument("--packed-batch", type=_nonnegative_int, default=256, metavar="N",
+                   help="captions of 8-20 tokens in the packed text forward (0: none)")
     p.add_argument("--asm", default=None, metavar="DIR", help="also write each specialisation's PTX and SASS into DIR")
     _json_arg(p)
 
@@ -422,7 +424,8 @@ def cmd_kernels(args) -> int:
 
                 asm = None if args.asm is None else os.path.join(args.asm, f"{device}-{dtype}")
                 reports.append(analyse(device, dtype, image_batch=args.image_batch, text_batch=args.text_batch,
-                                       text_length=args.text_length, asm_dir=asm, progress=progress))
+                                       text_length=args.text_length, packed_batch=args.packed_batch, asm_dir=asm,
+                                       progress=progress))
             if not args.json:
                 print(format_report(reports[-1]) + "\n")
     if args.json:

@@ -1,4 +1,5 @@
-"""Fused attention kernel (kernels/attention.py) vs the reference op it replaces and torch.
+"""Fused attention kernel (kernels/attention.py) vs the reference op it replaces and torch; its
+packed (varlen) layout vs its padded one; the launch grid against CUDA's limits.
 
 ``torch_attention`` below is the spec in torch; benchmarks/attention.py imports it, so the
 benchmark's baseline and these tests agree on what "correct" is.
@@ -17,7 +18,8 @@ from strategies import seeds
 
 from minialign.backends import reference
 from minialign.kernels._checks import INTERPRETED, KernelInputError
-from minialign.kernels.attention import attention
+from minialign.kernels import attention as attention_module
+from minialign.kernels.attention import MAX_GRID_X, MAX_GRID_YZ, attention, attention_grid, attention_varlen
 
 # Per-dtype tolerances, with the reason for each row.
 ATTENTION_TOLERANCES = {
@@ -211,3 +213,131 @@ def test_interpreter_rejects_bfloat16():
     q = torch.zeros(1, 1, 4, 16, dtype=torch.bfloat16)
     with pytest.raises(KernelInputError, match="float32 only"):
         attention(q, q, q, torch.ones(1, 4, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------------------------
+# packed sequences (cu_seqlens) and the launch grid
+# ----------------------------------------------------------------------------------------------
+
+
+def pack(qkv, lengths, heads):
+    """The real tokens of a right-padded fused QKV output [B, T, 3 * heads * D], packed: q, k, v as
+    strided [total, heads, D] views of one [total, 3 * heads * D] array, and cu_seqlens."""
+    B, T, three_hidden = qkv.shape
+    real = padding_mask(lengths, T, device=qkv.device)
+    packed = qkv[real]  # [total, 3 * heads * D], sequence 0's rows first
+    q, k, v = packed.view(-1, 3, heads, three_hidden // (3 * heads)).unbind(1)
+    cu_seqlens = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32, device=qkv.device)
+    return q, k, v, cu_seqlens, real
+
+
+def test_varlen_hand_computed(kernel_dtype, kernel_device):
+    # k = 0: every score is 0, so each query averages the values of its own sequence only.
+    # Sequence 0 is rows 0-2 (values 0, 1, 2 -> 1), sequence 1 is row 3 (value 100 -> 100).
+    heads, D = 1, 16
+    q = torch.randn(4, heads, D).to(kernel_dtype).to(kernel_device)
+    k = torch.zeros(4, heads, D, dtype=kernel_dtype, device=kernel_device)
+    v = torch.tensor([0.0, 1.0, 2.0, 100.0])[:, None, None].repeat(1, heads, D).to(kernel_dtype).to(kernel_device)
+    cu_seqlens = torch.tensor([0, 3, 4], dtype=torch.int32, device=kernel_device)
+    out = attention_varlen(q, k, v, cu_seqlens, 3).float().cpu()
+    assert out.shape == (4, heads * D)
+    assert torch.equal(out, torch.tensor([1.0, 1.0, 1.0, 100.0])[:, None].expand(4, D))
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(heads=st.sampled_from([1, 2, 3]), D=st.sampled_from([16, 32]),
+       T=st.sampled_from([1, 5, 16, 64, 130]),  # 130 > 128: the online softmax, 3 key blocks
+       seed=seeds, data=st.data())
+def test_varlen_equals_the_padded_kernel(heads, D, T, seed, data, kernel_dtype, kernel_device):
+    """Packed, every real token's output is the padded kernel's: lengths 1..T, one of them T (the
+    longest sequence sets max_seqlen) and, with two or more sequences, one of length 1."""
+    B = data.draw(st.integers(1, 4), label="B")
+    lengths = data.draw(st.lists(st.integers(1, T), min_size=B, max_size=B), label="lengths")
+    lengths[0] = T
+    if B > 1:
+        lengths[-1] = 1
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, T, 3 * heads * D, generator=gen).to(kernel_dtype).to(kernel_device)
+    padded = attention(*fused_qkv_views(qkv, heads), padding_mask(lengths, T, device=kernel_device))
+    q, k, v, cu_seqlens, real = pack(qkv, lengths, heads)
+    out = attention_varlen(q, k, v, cu_seqlens, max(lengths))
+    assert out.shape == (sum(lengths), heads * D) and out.dtype == kernel_dtype and out.is_contiguous()
+    # The same tiles and the same sums in the same order: equal, not merely close.
+    assert_close(out, padded[real], atol=0, rtol=0, name="packed vs padded")
+    qf, kf, vf = (t.float() for t in fused_qkv_views(qkv, heads))
+    expected = torch_attention(qf, kf, vf, padding_mask(lengths, T, device=kernel_device))[real]
+    assert_close(out, expected, **ATTENTION_TOLERANCES[kernel_dtype], name="packed vs torch")
+
+
+def test_varlen_with_max_seqlen_above_the_longest_and_an_empty_sequence(kernel_dtype, kernel_device):
+    # max_seqlen larger than any sequence (130: the multi-block path over sequences of 3 and 7,
+    # trailing key blocks all past the end) and a sequence of length 0 in the middle (no query).
+    heads, D = 2, 16
+    q, k, v = (torch.randn(10, heads, D).to(kernel_dtype).to(kernel_device) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 3, 3, 10], dtype=torch.int32, device=kernel_device)
+    out = attention_varlen(q, k, v, cu_seqlens, 130)
+    tol = ATTENTION_TOLERANCES[kernel_dtype]
+    for start, end in ((0, 3), (3, 10)):
+        seq = lambda t: t[start:end].transpose(0, 1)[None].float()  # noqa: E731  [1, heads, L, D]
+        ones = torch.ones(1, end - start, device=kernel_device)
+        assert_close(out[start:end], torch_attention(seq(q), seq(k), seq(v), ones)[0], **tol)
+
+
+def _bad_varlen_inputs(device):
+    def qkv(total=5, heads=2, D=16, dtype=torch.float32):
+        return torch.zeros(total, heads, D, dtype=dtype, device=device)
+
+    cu = torch.tensor([0, 2, 5], dtype=torch.int32, device=device)
+    return {
+        "q not 3-D": ((qkv()[None], qkv()[None], qkv()[None], cu, 3), "q must have 3 dimensions"),
+        "k shape": ((qkv(), qkv(total=6), qkv(), cu, 3), r"k must have shape \(5, 2, 16\)"),
+        "D": ((qkv(D=24), qkv(D=24), qkv(D=24), cu, 3), "head dim D=24"),
+        "cu_seqlens int64": ((qkv(), qkv(), qkv(), cu.long(), 3), "cu_seqlens must have dtype"),
+        "cu_seqlens 2-D": ((qkv(), qkv(), qkv(), cu[None], 3), "cu_seqlens must have 1 dimensions"),
+        "cu_seqlens empty": ((qkv(), qkv(), qkv(), cu[:0], 3), r"cu_seqlens must have B \+ 1 >= 1 entries"),
+        "max_seqlen negative": ((qkv(), qkv(), qkv(), cu, -1), "max_seqlen must be an int >= 0"),
+        "max_seqlen float": ((qkv(), qkv(), qkv(), cu, 3.0), "max_seqlen must be an int >= 0"),
+        "cu_seqlens on meta": ((qkv(), qkv(), qkv(), cu.to("meta"), 3), "cu_seqlens is on meta"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_varlen_inputs("cpu")))
+def test_varlen_bad_inputs(case, kernel_device):
+    args, match = _bad_varlen_inputs(kernel_device)[case]
+    with pytest.raises(KernelInputError, match=match):
+        attention_varlen(*args)
+
+
+def test_the_grid_fits_cuda_limits_at_any_batch():
+    """(batch * heads) on axis 0 (2**31 - 1 allowed), query blocks on axis 1 (65535): B = 6000 at
+    12 heads is 72,000 programs, past what axis 1 would take; B = 10**8 is still launchable; a
+    grid past axis 0's limit is a clear error, not a failed launch."""
+    for B, T in ((6000, 64), (10**6, 512), (10**8, 20)):
+        (x, y, z), block_m, block_n = attention_grid(B, 12, T)
+        assert x == B * 12 <= MAX_GRID_X and y == -(-T // block_m) <= MAX_GRID_YZ and z == 1
+    assert attention_grid(256, 12, 64) == ((3072, 1, 1), 64, 64)  # captions: one program per (text, head)
+    assert attention_grid(2, 12, 512)[0] == (24, 8, 1)  # BERT's longest: 8 query blocks of 64
+    with pytest.raises(KernelInputError, match="more than CUDA's grid allows"):
+        attention_grid(2**31 // 12 + 1, 12, 64)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_launchers_launch_the_grid_they_compute(packed, monkeypatch, kernel_device):
+    """The grid each launcher hands the kernel is attention_grid's (so the limits above hold for it)."""
+    grids = []
+    kernel = attention_module._attention_kernel
+
+    class Recorded:
+        def __getitem__(self, grid):
+            grids.append(tuple(grid))
+            return kernel[grid]
+
+    monkeypatch.setattr(attention_module, "_attention_kernel", Recorded())
+    B, heads, T, D = 3, 2, 9, 16
+    qkv = torch.randn(B, T, 3 * heads * D, device=kernel_device)
+    if packed:
+        q, k, v, cu_seqlens, _ = pack(qkv, [9, 2, 5], heads)
+        attention_varlen(q, k, v, cu_seqlens, 9)
+    else:
+        attention(*fused_qkv_views(qkv, heads), padding_mask([9, 2, 5], T, device=kernel_device))
+    assert grids == [attention_grid(B, heads, T)[0]] == [(6, 1, 1)]

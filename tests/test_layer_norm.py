@@ -74,6 +74,17 @@ def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, rows, h, e
     assert_close(y, ref, **TOL[kernel_dtype], name="vs reference op")
 
 
+def test_a_residual_broadcast_over_the_batch_is_read_in_place(kernel_dtype, kernel_device):
+    # BERT's embeddings: x [B, T, H] plus the positions [T, H], the same for every row of the batch.
+    g = torch.Generator().manual_seed(1)
+    x, positions = torch.randn(3, 5, 96, generator=g).to(kernel_dtype), torch.randn(5, 96, generator=g).to(kernel_dtype)
+    w, b = 1 + 0.3 * torch.randn(96, generator=g), torch.randn(96, generator=g)
+    y = layer_norm(x.to(kernel_device), w.to(kernel_device), b.to(kernel_device), 1e-12,
+                   residual=positions.to(kernel_device))
+    expected = torch_add_layer_norm(x.float(), w, b, 1e-12, residual=positions.float())  # torch broadcasts
+    assert_close(y, expected, **TOL[kernel_dtype])
+
+
 def test_weights_in_the_input_dtype(kernel_dtype, kernel_device):
     # A bfloat16 model keeps its LayerNorm weights in bfloat16; the kernel reads them as float32.
     g = torch.Generator().manual_seed(0)
@@ -128,7 +139,8 @@ def test_empty_input(kernel_device):
     ("bias_H", r"bias must have shape \(6,\)"),
     ("weight_dtype", "weight must have dtype"),
     ("bias_dtype", "bias must have dtype"),
-    ("residual_shape", "residual must have shape"),
+    ("residual_shape", "residual must have x's shape"),
+    ("residual_not_trailing", r"residual must have x's shape \(2, 3, 6\) or its trailing axes"),
     ("residual_dtype", "residual must have dtype"),
     ("eps_negative", "eps must be a real number >= 0"),
     ("eps_none", "eps must be a real number >= 0"),
@@ -155,6 +167,8 @@ def test_bad_inputs(kernel_device, case, match):
         b = b.half()  # must match weight's dtype
     elif case == "residual_shape":
         kw["residual"] = torch.randn(3, 7, device=dev)
+    elif case == "residual_not_trailing":
+        x, kw["residual"] = torch.randn(2, 3, 6, device=dev), torch.randn(2, 6, device=dev)  # [B, H]: not [T, H]
     elif case == "residual_dtype":
         kw["residual"] = torch.randn(3, 6, device=dev).double()
     elif case == "eps_negative":

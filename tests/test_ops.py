@@ -106,8 +106,9 @@ def test_contract_names_every_op_and_reports_what_is_missing():
     assert BACKEND_NAMES == ("numpy", "reference", "triton")
     assert set(contract.OP_NAMES) == {
         "from_numpy", "to_numpy", "is_floating_point", "nchw_to_nhwc", "nhwc_to_nchw", "embedding", "add",
-        "layer_norm", "add_layer_norm", "linear", "multi_head_attention", "tanh", "conv2d", "pointwise_conv",
-        "depthwise_conv2d", "squeeze_excite_gate", "global_pool"}
+        "layer_norm", "add_layer_norm", "linear", "prepare_linears", "linears", "multi_head_attention",
+        "packed_attention", "scatter_rows", "tanh", "conv2d", "pointwise_conv", "depthwise_conv2d",
+        "squeeze_excite_gate", "global_pool"}
 
     class HalfABackend:
         NAME = "half"
@@ -115,7 +116,7 @@ def test_contract_names_every_op_and_reports_what_is_missing():
 
     missing = contract.missing_ops(HalfABackend())
     assert "linear" not in missing and "NAME" not in missing
-    assert set(missing) == set(contract.OP_NAMES) - {"linear"}
+    assert set(missing) == {"PACK_TEXT"} | set(contract.OP_NAMES) - {"linear"}
 
 
 def test_the_architecture_calls_only_contract_ops():
@@ -367,6 +368,35 @@ def test_linear_matches_torch(backend, b, n, k, m, has_bias, activation, seed):
     assert_close(call(backend, "linear", x, w, bias, activation), expected, **F32, name=f"linear, {activation}")
 
 
+def _linears(backend, x, weights, biases):
+    """ops.linears through ops.prepare_linears, NumPy in and out (the prepared form is the backend's)."""
+    ops = backend_ops(backend)
+    prepared = ops.prepare_linears(tuple(map(ops.from_numpy, weights)), tuple(map(ops.from_numpy, biases)))
+    return tuple(ops.to_numpy(y) for y in ops.linears(ops.from_numpy(x), prepared))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linears_hand_case(backend):
+    # Two projections of x = [1, 2]: W1 = [[1, 0], [0, 1]] + [10, 20] -> [11, 22]; W2 = [[1, 1]] + [-3] -> [0].
+    x = np.array([[1.0, 2.0]], np.float32)
+    y1, y2 = _linears(backend, x, [np.eye(2, dtype=np.float32), np.ones((1, 2), np.float32)],
+                      [np.float32([10, 20]), np.float32([-3])])
+    assert_close(y1, [[11.0, 22.0]], atol=0, rtol=0)
+    assert_close(y2, [[0.0]], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(b=tiny_sizes, n=small_sizes, k=small_sizes, widths=st.lists(small_sizes, min_size=1, max_size=3), seed=seeds)
+def test_linears_match_torch(backend, b, n, k, widths, seed):
+    rng = np.random.default_rng(seed)
+    x = randn(rng, b, n, k)
+    weights, biases = [randn(rng, m, k) for m in widths], [randn(rng, m) for m in widths]
+    got = _linears(backend, x, weights, biases)
+    assert len(got) == len(widths)
+    for i, (y, w, bias) in enumerate(zip(got, weights, biases)):
+        assert_close(y, F.linear(t(x), t(w), t(bias)), **F32, name=f"linears output {i}")
+
+
 def torch_multi_head_attention(q, k, v, attention_mask, num_heads):
     # [B, T, H] x 3, [B, T] -> ([B, T, H], [B, heads, T, T])
     """transformers' eager attention: softmax(q k^T / sqrt(d) + bias) v per head, with the
@@ -423,6 +453,38 @@ def test_multi_head_attention_matches_torch(backend, b, heads, T, data):
         sdpa = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=t(mask)[:, None, None, :].bool())
         assert_close(out, sdpa.transpose(1, 2).reshape(b, T, heads * d), **F32, name="attention vs SDPA")
     assert call(backend, "multi_head_attention", q, k, v, mask, heads)[1] is None  # no probs unless asked
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_attention_hand_case(backend):
+    # Two sequences of one head (d = 16), q = 0: each query averages the values of its own
+    # sequence only: rows 0-1 (values 2, 4) -> 3; row 2 alone (value 1e6) -> 1e6.
+    q = k = np.zeros((3, 16), np.float32)
+    v = np.repeat(np.float32([2.0, 4.0, 1e6])[:, None], 16, axis=1)
+    out = call(backend, "packed_attention", q, k, v, np.int32([0, 2, 3]), 2, 1)
+    np.testing.assert_array_equal(out, np.repeat(np.float32([3.0, 3.0, 1e6])[:, None], 16, axis=1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(heads=tiny_sizes, lengths=st.lists(st.integers(1, 13), min_size=1, max_size=4), data=st.data())
+def test_packed_attention_matches_torch_per_sequence(backend, heads, lengths, data):
+    d = data.draw(st.sampled_from([16, 32] if backend == "triton" else [1, 3, 16]), label="d")
+    rng = np.random.default_rng(data.draw(seeds, label="seed"))
+    N = sum(lengths)
+    q, k, v = (randn(rng, N, heads * d, scale=2.0) for _ in range(3))
+    cu_seqlens = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    out = call(backend, "packed_attention", q, k, v, cu_seqlens, max(lengths), heads)
+    for b, (start, end) in enumerate(zip(cu_seqlens[:-1], cu_seqlens[1:])):
+        seq = lambda y: t(y[None, start:end])  # noqa: E731  [1, L, H]
+        expected, _ = torch_multi_head_attention(seq(q), seq(k), seq(v), torch.ones(1, end - start), heads)
+        assert_close(out[start:end], expected[0], **F32, name=f"sequence {b}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scatter_rows_hand_case(backend):
+    x = np.float32([[1, 2], [3, 4]])
+    out = call(backend, "scatter_rows", x, np.array([3, 0]), 4)
+    np.testing.assert_array_equal(out, np.float32([[3, 4], [0, 0], [0, 0], [1, 2]]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -685,7 +747,7 @@ def test_check_activation_names_what_it_accepts():
 # ----------------------------------------------------------------------------------------------
 
 # The ops the numpy backend re-implements for speed; every other op is the reference's function.
-SPED_UP = {"linear", "conv2d", "pointwise_conv", "depthwise_conv2d"}
+SPED_UP = {"linear", "linears", "conv2d", "pointwise_conv", "depthwise_conv2d"}
 
 
 def test_numpy_backend_reuses_the_reference_where_it_is_not_faster():
@@ -700,6 +762,9 @@ def _sped_up_case(op: str, draw, rng):
     if op == "linear":
         return (randn(rng, b, h, c), randn(rng, w, c), randn(rng, w)), \
             dict(activation=draw(st.sampled_from([None, *contract.ACTIVATION_NAMES])))
+    if op == "linears":  # three projections of one input, of different widths
+        prepared = reference.prepare_linears([randn(rng, n, c) for n in (w, h, 2)], [randn(rng, n) for n in (w, h, 2)])
+        return (randn(rng, b, h, c), prepared), {}
     fused = dict(bias=randn(rng, c), activation="silu") if draw(st.booleans()) else {}
     if op == "conv2d":
         padding = draw(st.sampled_from([(0, 1, 0, 1), (1, 1, 1, 1)]))
@@ -718,7 +783,7 @@ def _sped_up_case(op: str, draw, rng):
 def test_numpy_backend_equals_the_reference(op, data):
     args, kwargs = _sped_up_case(op, data.draw, np.random.default_rng(data.draw(seeds, label="seed")))
     fast, plain = getattr(numpy_backend, op)(*args, **kwargs), getattr(reference, op)(*args, **kwargs)
-    if op != "depthwise_conv2d":  # which also returns the means (return_means=True)
+    if op not in ("depthwise_conv2d", "linears"):  # which return tuples (with return_means=True, the means)
         fast, plain = (fast,), (plain,)
     for i, (a, e) in enumerate(zip(fast, plain, strict=True)):
         assert a.dtype == e.dtype == np.float32

@@ -316,7 +316,7 @@ def layer_norm() -> Svg:
     return svg
 
 
-# ---- attention: query blocks x (batch, head); a loop over key blocks -------------------------------
+# ---- attention: (batch, head) x query blocks; a loop over key blocks -------------------------------
 
 def attention() -> Svg:
     # The general path: T = 200 > 128, so BLOCK_M = BLOCK_N = 64 and NUM_KEY_BLOCKS = cdiv(200, 64) = 4.
@@ -326,10 +326,10 @@ def attention() -> Svg:
     n_blocks = cdiv(T, block_n)
     span = n_blocks * block_n
     u = 1.4
-    svg = Svg(760, 610, "attention: one program per (query block, batch * head), looping over key blocks")
+    svg = Svg(760, 610, "attention: one program per (batch * head, query block), looping over key blocks")
     svg.text(16, 52, f"T = {T} > 128 (general path): BLOCK_M = BLOCK_N = {block_m}, NUM_KEY_BLOCKS = {n_blocks}; "
              f"this sequence has {real} real tokens")
-    svg.text(16, 70, "grid = (cdiv(T, BLOCK_M), B * heads); the scores of one (b, h) are drawn, [T queries, T keys]",
+    svg.text(16, 70, "grid = (B * heads, cdiv(T, BLOCK_M)); the scores of one (b, h) are drawn, [T queries, T keys]",
              size=11)
     x0, y0 = 110, 110
     for i in range(n_blocks):

@@ -15,8 +15,22 @@ activations channels-last ``[B, H, W, C]``. Weights keep transformers' layouts (
 
 Fused ops are part of the contract when the architecture calls them and a fast backend has a
 kernel for them; the reference writes each as the literal composition (``add_layer_norm`` is
-``layer_norm(x + residual)``, ``pointwise_conv``'s ``input_scale`` is the squeeze-excitation
-product ``x * gate``), so a reader sees the math and a kernel sees the fusion.
+``layer_norm(x + residual)``, ``linears`` is one ``linear`` per weight, ``pointwise_conv``'s
+``input_scale`` is the squeeze-excitation product ``x * gate``), so a reader sees the math and a
+kernel sees the fusion.
+
+Weights in another form. A fused op may want its weights laid out differently from the
+checkpoint (BERT's query, key and value projections as one ``[3H, H]`` matrix, so that the three
+are one matrix product). The model asks the backend for that form once, when it is built
+(``prepare_linears``), keeps what it gets, and hands it to the op at every forward; the reference
+keeps the weights as they are, a fast backend concatenates them. Nothing is rearranged per forward.
+
+Packed text. ``packed_attention`` and ``scatter_rows`` serve the text tower's packed mode
+(``AlignTextModel(..., packed=True)``): only the real tokens of a batch, ``[N, H]`` rows with the
+sequences one after another (FlashAttention's varlen layout: ``cu_seqlens [B + 1]``, sequence b
+is rows ``cu_seqlens[b] .. cu_seqlens[b + 1]``), so no pad token is computed; ``scatter_rows``
+puts the rows back into a padded batch at the end. ``PACK_TEXT`` says whether
+``AlignModel.get_text_features`` packs by default.
 """
 
 from __future__ import annotations
@@ -48,6 +62,11 @@ class Ops(Protocol):
     """What a backend supplies. Each method's first line states its shapes."""
 
     NAME: str  # "reference", "numpy" or "triton": what from_pretrained(..., backend=...) calls it
+    # Whether get_text_features runs the text tower packed unless told otherwise: True where each
+    # kernel launch costs and one set of launches takes a whole ragged batch (Triton); False on the
+    # CPU backends, whose length buckets keep their features exactly what they were for any mask
+    # (docs/backends.md, "Padding costs nothing").
+    PACK_TEXT: bool
 
     # -- arrays in and out ---------------------------------------------------------------------
 
@@ -86,10 +105,29 @@ class Ops(Protocol):
                activation: str | None = None) -> Array:  # [..., in], [out, in], [out] -> [..., out]
         """act(x W^T + b), ``activation`` None or one of ACTIVATION_NAMES."""
 
+    def prepare_linears(self, weights: tuple[Array, ...], biases: tuple[Array, ...]) -> Any:
+        # n x [out_i, in], n x [out_i] -> what linears() reads
+        """The weights of n linear layers that read the same input, in the form ``linears`` takes
+        them. Called once per group when the model is built, never per forward."""
+
+    def linears(self, x: Array, prepared: Any) -> tuple[Array, ...]:  # [..., in] -> n x [..., out_i]
+        """(linear(x, W_1, b_1), ..., linear(x, W_n, b_n)) for ``prepared = prepare_linears(W, b)``:
+        BERT's query, key and value projections. The outputs may be views of one array."""
+
     def multi_head_attention(self, q: Array, k: Array, v: Array, attention_mask: Array, num_heads: int, *,
                              return_probs: bool = False) -> tuple[Array, Array | None]:
         # [B, T, H] x 3, [B, T] of {0, 1} -> ([B, T, H], [B, heads, T, T] or None)
         """softmax(q k^T / sqrt(d) + mask bias) v per head (d = H / heads), heads merged back."""
+
+    def packed_attention(self, q: Array, k: Array, v: Array, cu_seqlens: Array, max_seqlen: int,
+                         num_heads: int) -> Array:
+        # [N, H] x 3, [B + 1] int, - -> [N, H]
+        """multi_head_attention of each sequence on its own, rows ``cu_seqlens[b] .. cu_seqlens[b + 1]``
+        (every token real, no mask); ``max_seqlen`` is the longest sequence."""
+
+    def scatter_rows(self, x: Array, index: Array, num_rows: int) -> Array:  # [N, H], [N] int, R -> [R, H]
+        """out = zeros([R, H]); out[index[i]] = x[i]: packed rows back to their places in a
+        padded batch (``index`` distinct, in [0, R))."""
 
     def tanh(self, x: Array) -> Array:  # [...] -> [...]
         """tanh(x) (the BERT pooler)."""
@@ -128,4 +166,4 @@ OP_NAMES = tuple(name for name in Ops.__dict__ if not name.startswith("_") and c
 
 def missing_ops(ops: Any) -> list[str]:
     """The members of the contract that ``ops`` lacks (empty for a complete backend)."""
-    return [name for name in ("NAME", *OP_NAMES) if not hasattr(ops, name)]
+    return [name for name in ("NAME", "PACK_TEXT", *OP_NAMES) if not hasattr(ops, name)]

@@ -60,10 +60,11 @@ from . import reference
 from .contract import CONV_ACTIVATIONS, Padding, check_activation
 # Where the plain version is already as fast as NumPy goes, the reference's function is the op.
 from .reference import (add, add_layer_norm, embedding, from_numpy, global_pool, is_floating_point,  # noqa: F401
-                        layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, squeeze_excite_gate, tanh,
-                        to_numpy)
+                        layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, packed_attention,
+                        prepare_linears, scatter_rows, squeeze_excite_gate, tanh, to_numpy)
 
 NAME = "numpy"
+PACK_TEXT = False  # get_text_features' default: length buckets (see contract.Ops.PACK_TEXT)
 
 # ----------------------------------------------------------------------------------------------
 # elementwise functions
@@ -233,6 +234,13 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
     if bias is not None:
         y += bias
     return y if activation is None else ACTIVATIONS[activation](y)
+
+
+def linears(x: np.ndarray, prepared) -> tuple[np.ndarray, ...]:  # [..., in] -> n x [..., out_i]
+    """``reference.linears`` with this module's ``linear``: each one large BLAS call. (One product
+    with the weights concatenated, as the Triton backend does, would keep a second copy of them in
+    memory: this backend uses the checkpoint's arrays as they are.)"""
+    return tuple(linear(x, weight, bias) for weight, bias in prepared)
 
 # ----------------------------------------------------------------------------------------------
 # convolutions, channels-last

@@ -19,6 +19,7 @@ import numpy as np
 from .contract import CONV_ACTIVATIONS, Padding, check_activation
 
 NAME = "reference"
+PACK_TEXT = False  # get_text_features' default: length buckets (see contract.Ops.PACK_TEXT)
 
 # -- arrays in and out ---------------------------------------------------------------------------
 
@@ -135,6 +136,18 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
     return _bias_act(x @ weight.T, bias, activation)
 
 
+def prepare_linears(weights, biases) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    # n x [out_i, in], n x [out_i] -> n x ([out_i, in], [out_i])
+    """The weights as they are, paired: ``linears`` runs each linear on its own."""
+    return tuple(zip(weights, biases, strict=True))
+
+
+def linears(x: np.ndarray, prepared) -> tuple[np.ndarray, ...]:  # [..., in] -> n x [..., out_i]
+    """(linear(x, W_1, b_1), ..., linear(x, W_n, b_n)): several projections of one input (BERT's
+    query, key and value), ``prepared`` from ``prepare_linears``."""
+    return tuple(linear(x, weight, bias) for weight, bias in prepared)
+
+
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     # [..., H], [H], [H] -> [..., H]
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, var the biased (population)
@@ -183,6 +196,30 @@ def multi_head_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, attention_
 
     context, probs = attention(split_heads(q), split_heads(k), split_heads(v), attention_bias(attention_mask))
     return context.transpose(0, 2, 1, 3).reshape(B, T, H), (probs if return_probs else None)
+
+
+def packed_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, cu_seqlens: np.ndarray, max_seqlen: int,
+                     num_heads: int) -> np.ndarray:
+    # [N, H] x 3, [B + 1] int, - -> [N, H]
+    """multi_head_attention of each packed sequence on its own: sequence b is rows
+    cu_seqlens[b] .. cu_seqlens[b + 1], every one a real token, so no mask is needed. A loop over
+    the sequences (``max_seqlen`` is what a kernel sizes its tiles by; the loop needs none)."""
+    out = np.zeros_like(q)
+    for start, end in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
+        if end == start:
+            continue  # an empty sequence has no query
+        rows = slice(start, end)
+        real = np.ones((1, end - start), dtype=np.int64)
+        context, _ = multi_head_attention(q[None, rows], k[None, rows], v[None, rows], real, num_heads)
+        out[rows] = context[0]
+    return out
+
+
+def scatter_rows(x: np.ndarray, index: np.ndarray, num_rows: int) -> np.ndarray:  # [N, H], [N] int, R -> [R, H]
+    """out = zeros([R, H]); out[index[i]] = x[i]: packed rows back to their places in a padded batch."""
+    out = np.zeros((num_rows, x.shape[-1]), dtype=x.dtype)
+    out[index] = x
+    return out
 
 
 # -- vision: convolutions, channels-last -------------------------------------------------------------

@@ -81,6 +81,11 @@ class RecordingOps:
         out, act_cache = forward(y)
         return self._record(out, (y,), lambda d: (backward(d, act_cache),))
 
+    prepare_linears = staticmethod(fast.prepare_linears)  # the weights as they are: their gradients by identity
+
+    def linears(self, x, prepared):
+        return tuple(self.linear(x, weight, bias) for weight, bias in prepared)
+
     def multi_head_attention(self, q, k, v, attention_mask, num_heads, *, return_probs=False):
         out, cache = bw.multi_head_attention_forward(q, k, v, attention_mask, num_heads)
         return self._record(out, (q, k, v), lambda d: bw.multi_head_attention_backward(d, cache)), None
