@@ -23,6 +23,7 @@ import numpy as np
 from .backends import get_ops
 from .backends.contract import Ops
 from .config import AlignTextConfig
+from .cuda_graphs import graphs_for
 from .modeling import PretrainedModel
 
 
@@ -51,6 +52,12 @@ class AlignTextModel(PretrainedModel):
         # converted to the backend's arrays once, here (for NumPy they stay as they are).
         self.ops = ops = get_ops() if ops is None else ops
         self.tensors = {name: ops.from_numpy(array) for name, array in self.params.items()}
+        # 0..max_positions-1 once: a forward slices it (no copy to the device inside a forward,
+        # which a CUDA graph could not capture).
+        self.position_ids = ops.from_numpy(np.arange(config.max_position_embeddings))
+        # encode's CUDA graphs, captured and replayed per input shape when the backend asks for
+        # them (minialign/cuda_graphs.py); None otherwise.
+        self.graphs = graphs_for(self.encode, ops)
 
     @classmethod
     def expected_shapes(cls, config: AlignTextConfig) -> dict[str, tuple[int, ...]]:
@@ -88,7 +95,7 @@ class AlignTextModel(PretrainedModel):
         mask, not by the embeddings (as in BERT).
         """
         p, ops, T = self.tensors, self.ops, input_ids.shape[1]
-        position_ids = ops.from_numpy(np.arange(T))  # [T]: the same positions for every row
+        position_ids = self.position_ids[:T]  # [T]: the same positions for every row
         x = ops.add(ops.embedding(input_ids, p["embeddings.word_embeddings.weight"]),  # [B, T, H]
                     ops.embedding(token_type_ids, p["embeddings.token_type_embeddings.weight"]))
         positions = ops.embedding(position_ids, p["embeddings.position_embeddings.weight"])  # [T, H], broadcast over B
@@ -136,18 +143,35 @@ class AlignTextModel(PretrainedModel):
     ) -> TextModelOutput:
         checked = self.check_inputs(input_ids, attention_mask, token_type_ids)
         input_ids, attention_mask, token_type_ids = (self.ops.from_numpy(a) for a in checked)
-        x = self.embeddings(input_ids, token_type_ids)
-        hidden_states, attentions = [x], []
-        for i in range(self.config.num_hidden_layers):
-            x, probs = self.encoder_layer(i, x, attention_mask, output_attentions)
-            hidden_states.append(x)
-            attentions.append(probs)
+        if not (output_hidden_states or output_attentions):
+            encode = self.encode if self.graphs is None else self.graphs
+            return TextModelOutput(*encode(input_ids, attention_mask, token_type_ids))
+        hidden_states, attentions = [], []  # eager: a CUDA graph keeps only its final outputs
+        x, pooled = self.encode(input_ids, attention_mask, token_type_ids, hidden_states, attentions,
+                                output_attentions=output_attentions)
         return TextModelOutput(
             last_hidden_state=x,
-            pooler_output=self.pooler(x),
+            pooler_output=pooled,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+    def encode(self, input_ids, attention_mask, token_type_ids, hidden_states: list | None = None,
+               attentions: list | None = None, *, output_attentions: bool = False):
+        # [B, T] x 3 backend arrays -> ([B, T, H], [B, H])
+        """The embeddings, the layers and the pooler on the backend's arrays (``__call__`` checks
+        the inputs first). With lists, the embeddings' and each layer's output are appended to
+        ``hidden_states`` and each layer's attention probabilities (or None) to ``attentions``."""
+        x = self.embeddings(input_ids, token_type_ids)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        for i in range(self.config.num_hidden_layers):
+            x, probs = self.encoder_layer(i, x, attention_mask, output_attentions)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        return x, self.pooler(x)
 
     # -- input checks ------------------------------------------------------------------------
 

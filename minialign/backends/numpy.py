@@ -60,8 +60,8 @@ from . import reference
 from .contract import CONV_ACTIVATIONS, Padding, check_activation
 # Where the plain version is already as fast as NumPy goes, the reference's function is the op.
 from .reference import (add, add_layer_norm, embedding, from_numpy, global_pool, is_floating_point,  # noqa: F401
-                        layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, squeeze_excite_gate, tanh,
-                        to_numpy)
+                        layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, prepare_weight,
+                        squeeze_excite_gate, tanh, to_numpy)
 
 NAME = "numpy"
 
