@@ -71,11 +71,13 @@ class PretrainedModel:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
-                        device: str | None = None, dtype: str = "float32"):
+                        device: str | None = None, dtype: str = "float32", cuda_graphs: bool = False):
         """Load a model saved by transformers' ``save_pretrained`` (or by ours) from a directory, the
         name of a model shipped with minialign (``"align-nano"``) or a hub id in the local Hugging
-        Face cache (``minialign.hub``), to run on ``backend`` ("numpy", "reference" or "triton"; see ``minialign.backends.get_ops``)."""
-        ops = get_ops(backend, device=device, dtype=dtype)  # first: a bad backend fails before any loading
+        Face cache (``minialign.hub``), to run on ``backend`` ("numpy", "reference" or "triton"; see
+        ``minialign.backends.get_ops``; ``cuda_graphs=True``, triton on CUDA only: replay each
+        tower's forward as a CUDA graph per input shape, ``minialign.cuda_graphs``)."""
+        ops = get_ops(backend, device=device, dtype=dtype, cuda_graphs=cuda_graphs)  # first: a bad backend fails before any loading
         directory = resolve_model_dir(directory)
         config = cls.config_from_pretrained(directory)
         state = load_state_dict(directory)

@@ -40,6 +40,7 @@ import numpy as np
 from .backends import get_ops
 from .backends.contract import Array, Ops
 from .config import AlignTextConfig
+from .cuda_graphs import graphs_for
 from .modeling import PretrainedModel
 
 
@@ -93,6 +94,9 @@ class AlignTextModel(PretrainedModel):
             names = [pre + name for name in ("query", "key", "value")]
             self.qkv.append(ops.prepare_linears(tuple(self.tensors[n + ".weight"] for n in names),
                                                 tuple(self.tensors[n + ".bias"] for n in names)))
+        # encode's CUDA graphs, captured and replayed per input shape when the backend asks for
+        # them (minialign/cuda_graphs.py; the padded path only); None otherwise.
+        self.graphs = graphs_for(self.encode, ops)
 
     @classmethod
     def expected_shapes(cls, config: AlignTextConfig) -> dict[str, tuple[int, ...]]:
@@ -241,6 +245,9 @@ class AlignTextModel(PretrainedModel):
                 hidden_states=tuple(self.unpack(h, batch) for h in hidden_states) if output_hidden_states else None,
             )
         input_ids, attention_mask, token_type_ids = (self.ops.from_numpy(a) for a in checked)
+        if not (output_hidden_states or output_attentions):
+            encode = self.encode if self.graphs is None else self.graphs
+            return TextModelOutput(*encode(input_ids, attention_mask, token_type_ids))
         x, hidden_states, attentions = self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask,
                                                     output_attentions)
         return TextModelOutput(
@@ -249,6 +256,13 @@ class AlignTextModel(PretrainedModel):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+    def encode(self, input_ids, attention_mask, token_type_ids):
+        # [B, T] x 3 backend arrays -> ([B, T, H], [B, H])
+        """The padded forward's two outputs from the backend's arrays (``__call__`` checks the
+        inputs first): what a CUDA graph captures, since it keeps only its final outputs."""
+        x, _, _ = self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+        return x, self.pooler(x)
 
     # -- input checks ------------------------------------------------------------------------
 

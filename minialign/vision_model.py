@@ -29,6 +29,7 @@ from .backends import get_ops
 from .backends.contract import Ops, Padding
 from .backends.reference import fold_batch_norm
 from .config import AlignVisionConfig
+from .cuda_graphs import graphs_for
 from .modeling import PretrainedModel
 from .training import backward as bw
 
@@ -149,6 +150,7 @@ def _bn_names(prefix: str) -> list[str]:
 
 # The squeeze-excitation weights of a block, in the argument order of the SE ops.
 SE_WEIGHTS = tuple(f"squeeze_excite.{name}" for name in ("reduce.weight", "reduce.bias", "expand.weight", "expand.bias"))
+SE_ARGUMENTS = ("w_reduce", "b_reduce", "w_expand", "b_expand")  # their names in ops.squeeze_excite_gate
 
 
 @dataclass
@@ -188,11 +190,15 @@ class AlignVisionModel(PretrainedModel):
         super().__init__(config, params, strict=strict)
         self.ops = ops = get_ops() if ops is None else ops  # the backend; see AlignTextModel
         self.blocks = block_specs(config)
-        # The weights the architecture reads, as the backend's arrays, converted once: every
-        # convolution with its batchnorm folded in, and the squeeze-excitation weights as they are.
-        self.tensors = {name: ops.from_numpy(array) for name, array in self.params.items()
-                        if ".squeeze_excite." in name}
-        self.tensors.update({name: ops.from_numpy(array) for name, array in self.fold_batch_norms().items()})
+        # The weights the architecture reads, as the backend's arrays, prepared once for the op
+        # that reads each (ops.prepare_weight: a kernel's layout, a cast): every convolution with
+        # its batchnorm folded in, and the squeeze-excitation weights as they are.
+        weights = {**self.params, **self.fold_batch_norms()}
+        self.tensors = {name: ops.prepare_weight(weights[name], op, argument)
+                        for name, (op, argument) in self.weight_uses().items()}
+        # encode's CUDA graphs, captured and replayed per input shape when the backend asks for
+        # them (minialign/cuda_graphs.py); None otherwise.
+        self.graphs = graphs_for(self.encode, ops)
 
     @classmethod
     def expected_shapes(cls, config: AlignVisionConfig) -> dict[str, tuple[int, ...]]:
@@ -216,6 +222,28 @@ class AlignVisionModel(PretrainedModel):
 
     # -- batchnorm folded into the convolutions, once ------------------------------------------
 
+    def convolutions(self) -> dict[str, tuple[str, str]]:
+        """``{conv name: (its batchnorm's name, the op that runs it)}``, stem first, in order."""
+        convs = {"embeddings.convolution": ("embeddings.batchnorm", "conv2d")}
+        for b in self.blocks:
+            p = f"encoder.blocks.{b.index}."
+            if b.expand:
+                convs[p + "expansion.expand_conv"] = (p + "expansion.expand_bn", "pointwise_conv")
+            convs[p + "depthwise_conv.depthwise_conv"] = (p + "depthwise_conv.depthwise_norm", "depthwise_conv2d")
+            convs[p + "projection.project_conv"] = (p + "projection.project_bn", "pointwise_conv")
+        return convs
+
+    def weight_uses(self) -> dict[str, tuple[str, str]]:
+        """``{weight name: (op, argument)}``: which op reads each weight the architecture uses, as
+        which argument (what ``ops.prepare_weight`` prepares it for)."""
+        uses = {}
+        for conv, (_, op) in self.convolutions().items():
+            uses[conv + ".weight"], uses[conv + ".bias"] = (op, "weight"), (op, "bias")
+        for b in self.blocks:
+            for name, argument in zip(SE_WEIGHTS, SE_ARGUMENTS):
+                uses[f"encoder.blocks.{b.index}.{name}"] = ("squeeze_excite_gate", argument)
+        return uses
+
     def fold_batch_norms(self) -> dict[str, np.ndarray]:
         """Every convolution's weight with the batchnorm after it folded in (``fold_batch_norm``),
         and the bias that the batchnorm leaves: ``{"<conv name>.weight": ..., "<conv name>.bias": ...}``.
@@ -225,15 +253,8 @@ class AlignVisionModel(PretrainedModel):
         runs once, in NumPy, on the checkpoint's arrays, for every backend. ``self.params`` keeps
         the checkpoint's weights as they are (for save_pretrained and the parity report).
         """
-        convs = {"embeddings.convolution": "embeddings.batchnorm"}  # conv name -> its batchnorm's
-        for b in self.blocks:
-            p = f"encoder.blocks.{b.index}."
-            if b.expand:
-                convs[p + "expansion.expand_conv"] = p + "expansion.expand_bn"
-            convs[p + "depthwise_conv.depthwise_conv"] = p + "depthwise_conv.depthwise_norm"
-            convs[p + "projection.project_conv"] = p + "projection.project_bn"
         folded = {}
-        for conv, bn in convs.items():
+        for conv, (bn, _) in self.convolutions().items():
             weight, bias = fold_batch_norm(
                 self.params[conv + ".weight"], *(self.params[n] for n in _bn_names(bn)), self.config.batch_norm_eps
             )
@@ -354,19 +375,32 @@ class AlignVisionModel(PretrainedModel):
             dh, _, grads[pre + "expansion.expand_conv.weight"], _ = bw.pointwise_conv_backward(dh, caches.expand_conv)
         return dh + dout if b.residual else dh
 
-    def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
+    def encode(self, pixel_values, hidden_states: list | None = None):
+        # [B, C, H, W] backend array -> ([B, h, w, C_last] channels-last, [B, C_last] float32)
+        """The stem, the blocks and the pooling, on the backend's arrays (``__call__`` checks the
+        input first). With a list for ``hidden_states``, each block's output is appended to it
+        (the stem's first), channels-last."""
         ops = self.ops
-        x = ops.nchw_to_nhwc(self.check_inputs(pixel_values))
-        x = self.stem(x)
-        hidden_states = [ops.nhwc_to_nchw(x)]  # like transformers: the stem output first
+        x = self.stem(ops.nchw_to_nhwc(pixel_values))
+        if hidden_states is not None:
+            hidden_states.append(x)  # like transformers: the stem output first
         for b in self.blocks:
             x = self.block(b, x)
-            if output_hidden_states:
-                hidden_states.append(ops.nhwc_to_nchw(x))
+            if hidden_states is not None:
+                hidden_states.append(x)
+        return x, ops.global_pool(x, self.config.pooling_type)
+
+    def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
+        x = self.check_inputs(pixel_values)
+        if output_hidden_states:  # eager: a CUDA graph keeps only its final outputs
+            hidden: list = []
+            last, pooled = self.encode(x, hidden)
+        else:
+            last, pooled = self.encode(x) if self.graphs is None else self.graphs(x)
         return VisionModelOutput(
-            last_hidden_state=ops.nhwc_to_nchw(x),
-            pooler_output=self.ops.global_pool(x, self.config.pooling_type),
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            last_hidden_state=self.ops.nhwc_to_nchw(last),
+            pooler_output=pooled,
+            hidden_states=tuple(self.ops.nhwc_to_nchw(h) for h in hidden) if output_hidden_states else None,
         )
 
     def check_inputs(self, pixel_values):

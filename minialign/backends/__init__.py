@@ -21,12 +21,14 @@ DEFAULT_BACKEND = "numpy"
 DTYPES = ("float32", "bfloat16")
 
 
-def get_ops(backend: str = DEFAULT_BACKEND, *, device: str | None = None, dtype: str = "float32") -> Ops:
+def get_ops(backend: str = DEFAULT_BACKEND, *, device: str | None = None, dtype: str = "float32",
+            cuda_graphs: bool = False) -> Ops:
     """The ops for ``backend``, computing in ``dtype`` on ``device``.
 
-    ``device`` and ``dtype`` only mean something for "triton" (device defaults to "cuda", or "cpu"
-    under TRITON_INTERPRET=1; dtype "float32" or "bfloat16"); the NumPy backends compute in float32
-    on the CPU.
+    ``device``, ``dtype`` and ``cuda_graphs`` only mean something for "triton" (device defaults to
+    "cuda", or "cpu" under TRITON_INTERPRET=1; dtype "float32" or "bfloat16"; ``cuda_graphs``
+    replays each tower's forward as a CUDA graph, see ``minialign.cuda_graphs``); the NumPy
+    backends compute in float32 on the CPU.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -36,6 +38,8 @@ def get_ops(backend: str = DEFAULT_BACKEND, *, device: str | None = None, dtype:
         if device not in (None, "cpu") or dtype != "float32":
             raise ValueError(f"the {backend} backend computes in float32 on the CPU; got device={device!r}, "
                              f"dtype={dtype!r} (use backend='triton' for a GPU or bfloat16)")
+        if cuda_graphs:
+            raise ValueError(f"cuda_graphs=True needs backend='triton' on a CUDA GPU, not the {backend} backend")
         return numpy_ops if backend == "numpy" else reference
     try:
         import torch  # noqa: F401  (the Triton backend's arrays; imported only when asked for)
@@ -45,4 +49,4 @@ def get_ops(backend: str = DEFAULT_BACKEND, *, device: str | None = None, dtype:
                          "pip install 'minialign[gpu]'") from None
     from .triton import TritonOps
 
-    return TritonOps(device=device, dtype=dtype)
+    return TritonOps(device=device, dtype=dtype, cuda_graphs=cuda_graphs)

@@ -77,6 +77,14 @@ class Ops(Protocol):
     def to_numpy(self, x: Array) -> np.ndarray:
         """This backend's array as a NumPy array (float32 for floats)."""
 
+    def prepare_weight(self, array: Any, op: str, argument: str) -> Array:
+        """A weight (a NumPy array, batchnorm already folded in) as this backend's array, in the
+        form that ``op`` reads as its ``argument``: ``("depthwise_conv2d", "weight")``,
+        ``("pointwise_conv", "bias")``, ... The towers call it once per weight when they are built
+        and pass what it returns to ``op`` in every forward, so a backend lays out or casts a
+        weight for its kernel once, not per call. The NumPy backends read every weight as the
+        checkpoint stores it: for them it is ``from_numpy``."""
+
     def is_floating_point(self, x: Array) -> bool:
         """True when ``x`` holds floating-point numbers (what the input checks ask of pixels)."""
 

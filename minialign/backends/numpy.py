@@ -61,7 +61,7 @@ from .contract import CONV_ACTIVATIONS, Padding, check_activation
 # Where the plain version is already as fast as NumPy goes, the reference's function is the op.
 from .reference import (add, add_layer_norm, embedding, from_numpy, global_pool, is_floating_point,  # noqa: F401
                         layer_norm, multi_head_attention, nchw_to_nhwc, nhwc_to_nchw, packed_attention,
-                        prepare_linears, scatter_rows, squeeze_excite_gate, tanh, to_numpy)
+                        prepare_linears, prepare_weight, scatter_rows, squeeze_excite_gate, tanh, to_numpy)
 
 NAME = "numpy"
 PACK_TEXT = False  # get_text_features' default: length buckets (see contract.Ops.PACK_TEXT)

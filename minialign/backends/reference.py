@@ -31,6 +31,12 @@ def from_numpy(array) -> np.ndarray:
     return array.astype(np.float32, copy=False) if np.issubdtype(array.dtype, np.floating) else array
 
 
+def prepare_weight(array, op: str, argument: str) -> np.ndarray:
+    """A weight for ``op``'s ``argument``: the plain math reads each weight as the checkpoint
+    stores it, so this is from_numpy (the Triton backend lays some out for its kernels here)."""
+    return from_numpy(array)
+
+
 def to_numpy(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)
 

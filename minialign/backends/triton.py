@@ -35,12 +35,33 @@ GELU in its epilogue, its second GEMM, and LayerNorm with the residual again. A 
 the statistics of a whole 768-wide row, which a GEMM tile of 128 x 256 does not hold, so it stays
 a launch of its own after each residual branch.
 
+Launches. At batch 64 many of the vision tower's kernels are predicted to run for about as long
+as the host takes to launch them (the kernel lab's per-launch predictions beside
+``benchmarks/host_overhead.py``), so every launch that is not arithmetic costs speed. Each
+MBConv block is its kernels and nothing else: the expansion GEMM, the depthwise conv (which
+zeroes and fills the squeeze's sums), the SE gate, the projection GEMM (tests/test_launches.py
+counts them). What used to cost a torch kernel per block and forward is made once instead:
+
+- ``prepare_weight`` (called by the towers when they are built) lays each depthwise filter out
+  as the kernel reads it, float32 taps ``[k, k, C]``, casts its folded-batchnorm bias to the
+  kernel's float32 shift, and makes the vector of ones the kernel's batchnorm scale is (the
+  batchnorm is folded into the weights already);
+- the squeeze's means stay the kernel's per-channel sums (``PixelSums``): ``se_gate`` divides by
+  the pixel count inside its kernel;
+- the stem's channels-last input makes cuDNN write channels-last output, so no transpose follows
+  it, and the zero padding it never reads is not materialised.
+
+What is left is host time per launch, which ``cuda_graphs=True`` (``minialign/cuda_graphs.py``)
+removes by replaying a captured forward.
+
 Under ``TRITON_INTERPRET=1`` the kernels run on the CPU in float32 (the interpreter emulates the
 GPU with NumPy), which is how CI checks this backend against the NumPy one.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,13 +89,31 @@ class ConcatenatedLinears(NamedTuple):
     sizes: tuple[int, ...]  # out_i: where each layer's columns of the output start and end
 
 
+@dataclass(frozen=True)
+class PixelSums:
+    """The squeeze's means as the depthwise kernel leaves them: per-(image, channel) sums over
+    ``pixels`` pixels. ``depthwise_conv2d(return_means=True)`` returns one instead of dividing
+    (a kernel launch per block) because ``squeeze_excite_gate`` hands sums and pixel count to
+    ``se_gate``, which divides in its kernel. ``to_numpy`` gives the means."""
+
+    sums: object  # [B, C] float32 torch tensor
+    pixels: int  # Ho * Wo
+
+    def means(self):  # -> [B, C] float32
+        return self.sums / self.pixels
+
+
 class TritonOps:
-    """The ops for one device and dtype. See the module docstring for what runs where."""
+    """The ops for one device and dtype. See the module docstring for what runs where.
+
+    ``cuda_graphs=True`` asks the towers to capture their forward as a CUDA graph per input shape
+    and replay it (``minialign/cuda_graphs.py``; CUDA only, off by default)."""
 
     NAME = "triton"
     PACK_TEXT = True  # get_text_features runs a batch packed: see contract.Ops.PACK_TEXT
+    cuda_graphs = False  # a class default: the kernel lab's PlanningOps does not run __init__
 
-    def __init__(self, device: str | None = None, dtype: str = "float32"):
+    def __init__(self, device: str | None = None, dtype: str = "float32", *, cuda_graphs: bool = False):
         import torch
 
         if device is None:
@@ -89,7 +128,11 @@ class TritonOps:
                              "TRITON_INTERPRET=1 before importing minialign, or use a CUDA device")
         if INTERPRETED and dtype != "float32":
             raise ValueError(f"dtype={dtype!r}: under TRITON_INTERPRET=1 the kernels run in float32 only")
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, got device={str(self.device)!r} "
+                             "(a CUDA graph replays GPU work; on the CPU interpreter there is none to capture)")
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        self.cuda_graphs = cuda_graphs
 
     # -- arrays in and out -------------------------------------------------------------------
 
@@ -106,8 +149,42 @@ class TritonOps:
             return torch.tensor(array, dtype=torch.float32).to(self.device, self.dtype)  # a copy: a checkpoint is read-only
         return torch.tensor(array, dtype=_index_dtype(array.dtype)).to(self.device)
 
+    def prepare_weight(self, array, op: str, argument: str):
+        """A weight as its kernel reads it, made once when the model is built (see the module
+        docstring): a depthwise filter ``[C, 1, k, k]`` becomes float32 taps ``[k, k, C]``,
+        handed back as a ``[C, 1, k, k]`` view of them (the launcher's own
+        ``weight[:, 0].permute(1, 2, 0).float().contiguous()`` is then free, no copy), and its
+        bias the kernel's float32 shift; every other weight is ``from_numpy``."""
+        import torch
+
+        if op != "depthwise_conv2d":
+            return self.from_numpy(array)
+        # float32 straight from the checkpoint's folded float32, never through bfloat16: the
+        # kernel computes in float32 whatever the activations' dtype.
+        weight = torch.tensor(np.asarray(array), dtype=torch.float32).to(self.device)
+        if argument == "bias":
+            return weight
+        self._constant(1.0, weight.shape[0])  # the kernel's batchnorm scale, made now rather than in a forward
+        taps = weight[:, 0].permute(1, 2, 0).contiguous()  # [C, 1, k, k] -> [k, k, C]
+        return taps.permute(2, 0, 1).unsqueeze(1)  # [C, 1, k, k] again, as a view of the taps
+
+    @functools.cached_property
+    def _constants(self) -> dict:
+        return {}  # (value, width) -> [width] float32 tensor
+
+    def _constant(self, value: float, width: int):
+        # [width] float32 filled with value, one tensor per (value, width) for the life of the ops
+        import torch
+
+        key = (value, width)
+        if key not in self._constants:
+            self._constants[key] = torch.full((width,), value, dtype=torch.float32, device=self.device)
+        return self._constants[key]
+
     def to_numpy(self, x) -> np.ndarray:
-        """A tensor as a float32 NumPy array on the CPU."""
+        """A tensor (or ``PixelSums``: the means) as a float32 NumPy array on the CPU."""
+        if isinstance(x, PixelSums):
+            x = x.means()
         return x.detach().float().cpu().numpy()
 
     def is_floating_point(self, x) -> bool:
@@ -205,9 +282,17 @@ class TritonOps:
         import torch.nn.functional as F
 
         check_activation(activation, CONV_ACTIVATIONS)
+        x = self.nhwc_to_nchw(x)  # a view in channels-last memory: cuDNN writes its output channels-last too
         top, bottom, left, right = padding
-        y = F.conv2d(F.pad(self.nhwc_to_nchw(x), (left, right, top, bottom)), weight, bias, stride=stride)
-        return self.nchw_to_nhwc(F.silu(y) if activation == "silu" else y)
+        k = weight.shape[-1]
+        bottom = _padding_read(x.shape[2], k, stride, top, bottom)
+        right = _padding_read(x.shape[3], k, stride, left, right)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        y = F.conv2d(x, weight, bias, stride=stride)
+        if activation == "silu":
+            y = F.silu(y, inplace=True)
+        return self.nchw_to_nhwc(y)  # no copy when y is channels-last already
 
     def pointwise_conv(self, x, weight, bias=None, *, activation=None, input_scale=None, residual=None):
         # [B, H, W, Cin], [Cout, Cin, 1, 1] -> [B, H, W, Cout]
@@ -223,30 +308,43 @@ class TritonOps:
 
     def depthwise_conv2d(self, x, weight, stride: int = 1, padding=(0, 0, 0, 0), *, bias=None,
                          activation=None, return_means: bool = False):
-        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and [B, C] float32 means)
+        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and PixelSums: [B, C] float32 sums)
         import torch
 
         from ..kernels.depthwise_conv import depthwise_conv_bn_silu
 
         check_activation(activation, CONV_ACTIVATIONS)
         C = x.shape[-1]
-        ones = torch.ones(C, device=x.device, dtype=torch.float32)  # the batchnorm is folded already
-        shift = torch.zeros_like(ones) if bias is None else bias.float()
-        y, sums = depthwise_conv_bn_silu(x, weight, ones, shift, stride=stride, padding=tuple(int(p) for p in padding),
+        # The kernel's batchnorm is (scale, shift); folded into the weights, it is (1, bias).
+        shift = self._constant(0.0, C) if bias is None else bias if bias.dtype == torch.float32 else bias.float()
+        y, sums = depthwise_conv_bn_silu(x, weight, self._constant(1.0, C), shift, stride=stride,
+                                         padding=tuple(int(p) for p in padding),
                                          activation=activation == "silu", return_sums=return_means)
-        if not return_means:
-            return y
-        return y, sums / (y.shape[1] * y.shape[2])
+        return (y, PixelSums(sums, y.shape[1] * y.shape[2])) if return_means else y
 
     def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand):
-        # [B, C] means -> [B, C] float32 gate
+        # [B, C] means (or PixelSums) -> [B, C] float32 gate
         from ..kernels.se_gate import se_gate
 
+        if isinstance(pooled, PixelSums):  # the depthwise kernel's sums: se_gate divides by the pixels
+            return se_gate(pooled.sums, pooled.pixels, w_reduce, b_reduce, w_expand, b_expand)
         return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
 
     def global_pool(self, x, kind: str):
         # [B, H, W, C] -> [B, C], float32
+        import torch
+
         if kind not in ("mean", "max"):
             raise ValueError(f"kind must be 'mean' or 'max', got {kind!r}")
-        x = x.float()
-        return x.mean(dim=(1, 2)) if kind == "mean" else x.amax(dim=(1, 2))
+        if kind == "mean":
+            return x.mean(dim=(1, 2), dtype=torch.float32)  # summed in float32, one kernel
+        return x.amax(dim=(1, 2)).float()  # a max is exact in any dtype
+
+
+def _padding_read(size: int, k: int, stride: int, before: int, after: int) -> int:
+    """How much of ``after`` zero padding a k-wide, stride-s convolution reads. The windows stop
+    at the last one that fits; rows past it are never read (the stem's bottom/right zero row on
+    an odd-sized image: 289 + 1 -> 144 outputs, the same as from 289), so they need no copy."""
+    padded = size + before + after
+    last_read = (padded - k) // stride * stride + k  # rows [0, last_read) are read
+    return max(0, after - (padded - last_read))
