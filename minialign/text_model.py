@@ -40,7 +40,6 @@ class AlignTextModel(PretrainedModel):
     config_class = AlignTextConfig
     architecture = "AlignTextModel"
     checkpoint_prefixes = ("text_model.", "bert.")
-    align_config_attr = "text_config"
     # Old transformers versions saved these constant buffers (arange / zeros); nothing to load.
     ignorable_keys = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -131,9 +130,14 @@ class AlignTextModel(PretrainedModel):
         attention_mask=None,
         token_type_ids=None,
         *,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ) -> TextModelOutput:
+        """The outputs' flags default (None) to the config's ``output_hidden_states`` / ``output_attentions``."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         checked = self.check_inputs(input_ids, attention_mask, token_type_ids)
         input_ids, attention_mask, token_type_ids = (self.ops.from_numpy(a) for a in checked)
         x = self.embeddings(input_ids, token_type_ids)
