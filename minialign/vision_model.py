@@ -13,7 +13,8 @@ Every SiLU above is ``config.hidden_act`` ("swish" in every ALIGN checkpoint; tr
 uses of it are these four); the squeeze-excitation's gate is always a sigmoid.
 
 ALIGN drops EfficientNet's top 1x1 conv (``hidden_dim``) and classifier: the image embedding is
-the pooled output of the last block (640 channels for align-base).
+the pooled output of the last block (640 channels for align-base). transformers still reads
+``hidden_dim``, as its pooling window (see ``_check_pooling_window``).
 
 Inside, activations are channels-last [B, H, W, C]: a 1x1 convolution is then one matrix product
 over contiguous rows of channels, and a depthwise tap a per-channel vector broadcast over the

@@ -192,3 +192,24 @@ def test_constructor_keeps_unknown_keywords_and_warns_on_a_near_miss():
 @pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh", "quick_gelu", "relu6", "mish", "tanh", "sigmoid"])
 def test_both_towers_take_any_activation_of_transformers_table(act):
     assert AlignVisionConfig(hidden_act=act).hidden_act == AlignTextConfig(hidden_act=act).hidden_act == act
+
+
+def test_the_checkpoints_page_lists_every_field_as_the_code_does():
+    """docs/checkpoints.md's field tables: every field of TRANSFORMERS_FIELDS with its use, the
+    common fields once and each class's own under its name, and nothing else."""
+    import pathlib
+    import re
+
+    from minialign.config import _COMMON, TRANSFORMERS_FIELDS
+
+    page = (pathlib.Path(__file__).parent.parent / "docs" / "checkpoints.md").read_text()
+    section = page.split("### Every field, and what minialign does with it")[1].split("\n## ")[0]
+    parts = re.split(r"\n`(Align\w*Config)`:\n", section)
+    tables = {"common": parts[0], **dict(zip(parts[1::2], parts[2::2]))}
+
+    def rows(text):
+        return dict(re.findall(r"^\| `(\w+)` \| .*? \| ([a-z ]+) \|", text, flags=re.M))
+
+    assert rows(tables["common"]) == _COMMON
+    for name, fields in TRANSFORMERS_FIELDS.items():
+        assert rows(tables[name]) == {f: use for f, use in fields.items() if f not in _COMMON}, name

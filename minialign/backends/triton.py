@@ -40,6 +40,9 @@ GPU with NumPy), which is how CI checks this backend against the NumPy one.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from ..kernels._checks import INTERPRETED
@@ -58,24 +61,25 @@ def _torch_activation(activation: str | None, y):
     """``activation`` (a name of contract.ACTIVATION_NAMES, or None) applied to ``y`` by torch, in
     float32 (as the kernels' epilogues compute), returned in ``y``'s dtype: the step after a GEMM
     or convolution whose epilogue does not have that activation (the formulas: reference.py)."""
-    import math
+    if activation is None or activation == "linear":
+        return y
+    return _torch_activation_functions()[activation](y.float()).to(y.dtype)
 
+
+@functools.cache
+def _torch_activation_functions() -> dict:
     import torch
     import torch.nn.functional as F
 
-    if activation is None or activation == "linear":
-        return y
-    z = y.float()
-    functions = {
+    gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+    return {
         "gelu": F.gelu, "gelu_python": F.gelu, "gelu_10": lambda t: F.gelu(t).clamp(-10, 10),
         "quick_gelu": lambda t: t * torch.sigmoid(1.702 * t), "relu": F.relu, "relu2": lambda t: F.relu(t) ** 2,
         "relu6": F.relu6, "leaky_relu": F.leaky_relu, "silu": F.silu, "swish": F.silu, "hardswish": F.hardswish,
         "mish": F.mish, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "sqrtsoftplus": lambda t: F.softplus(t).sqrt(),
         "laplace": lambda t: 0.5 * (1 + torch.erf((t - 0.707107) / (0.282095 * math.sqrt(2)))),
-        **dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_accurate", "gelu_fast"),
-                        lambda t: F.gelu(t, approximate="tanh")),
+        **dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_accurate", "gelu_fast"), gelu_tanh),
     }
-    return functions[activation](z).to(y.dtype)
 
 
 class TritonOps:
