@@ -137,9 +137,13 @@ class AlignModel(PretrainedModel):
         return (text_embeds @ image_embeds.T) / self.params["temperature"]
 
     def __call__(self, input_ids, pixel_values, attention_mask=None, token_type_ids=None, *,
-                 return_loss: bool = False, output_hidden_states: bool = False) -> AlignOutput:
+                 return_loss: bool = False, output_hidden_states: bool | None = None,
+                 output_attentions: bool | None = None) -> AlignOutput:
+        """``output_hidden_states`` / ``output_attentions`` None leave it to each tower's config, as
+        transformers' AlignModel does (the joint config's own flags are not read, there either)."""
         vision = self.vision_model(pixel_values, output_hidden_states=output_hidden_states)
-        text = self.text_model(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states)
+        text = self.text_model(input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states,
+                               output_attentions=output_attentions)
         image_embeds = l2_normalize(self.ops.to_numpy(vision.pooler_output))
         text_embeds = l2_normalize(self._project_text(text))
         logits_per_text = self.logits(text_embeds, image_embeds)

@@ -8,23 +8,32 @@ Reading rules (the same for all three classes):
 - every field has transformers' default, so a missing field takes it, as in transformers;
 - a field of the wrong type is a ``ConfigError`` naming the field, the expected and found type;
 - unknown keys (``transformers_version``, ``architectures``, BERT's ``use_cache`` ...) are kept in
-  ``extra`` and written back out unchanged, but never used;
+  ``extra`` and written back out unchanged, but never used; the constructor keeps unknown
+  keywords the same way (transformers' testers pass ``is_decoder=False``);
 - a ``model_type`` that is not this class's (or ``bert`` for the text tower) is an error, so that
-  a CLIP or preprocessor config is not silently read as ALIGN with defaults.
+  a CLIP or preprocessor config is not silently read as ALIGN with defaults;
+- a value that transformers accepts and minialign does not implement (``return_dict=False``, an
+  activation with learned weights) is a ``ConfigError`` naming the field and what it supports.
+
+``TRANSFORMERS_FIELDS`` lists every field of transformers' three configs and what minialign does
+with it; tests/test_config.py enumerates transformers' fields and fails on one missing there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
 import math
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .backends.contract import ACTIVATION_NAMES
+from .backends.contract import ACTIVATION_NAMES, LEARNED_ACTIVATIONS
 from .jsonfile import read_json_object
 
 
@@ -53,6 +62,40 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+def _config_class(cls):
+    """``@dataclass``, with a constructor that keeps unknown keywords in ``extra``, as ``from_dict``
+    keeps unknown keys: transformers' configs take any keyword and store it. A keyword that looks
+    like a misspelt field is kept too, with a warning that names the field it resembles."""
+    cls = dataclass(cls)
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        unknown = {k: kwargs.pop(k) for k in list(kwargs) if k not in names and k != "extra"}
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.85)
+            if close:
+                warnings.warn(f"{cls.__name__}: unknown field {key!r} kept in extra and not used; "
+                              f"did you mean {close[0]!r}?", stacklevel=2)
+        unknown = {k: v for k, v in unknown.items() if k not in cls._derived_keys and k != "model_type"}
+        if unknown:
+            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _check_activation(owner: str, name: str) -> None:
+    """A hidden_act that no backend implements is a ConfigError naming it and the accepted names."""
+    if name in ACTIVATION_NAMES:
+        return
+    why = " has learned weights, which ALIGN checkpoints do not carry;" if name in LEARNED_ACTIVATIONS else \
+        " is not an activation minialign implements;"
+    raise ConfigError(f"{owner}.hidden_act {name!r}{why} use one of transformers' names {list(ACTIVATION_NAMES)}")
+
+
 @dataclass
 class _Config:
     """Shared reading, checking and writing. Subclasses declare fields with transformers' defaults."""
@@ -61,6 +104,12 @@ class _Config:
     # Keys transformers derives or adds itself; accepted on reading and not kept in ``extra``.
     _derived_keys: ClassVar[frozenset[str]] = frozenset()
 
+    # transformers' output switches, shared by every config: the default of a model call's
+    # output_hidden_states / output_attentions when the call does not say. Outputs are always
+    # objects with named fields (transformers' return_dict=True); tuples are not offered.
+    output_hidden_states: bool = field(default=False, kw_only=True)
+    output_attentions: bool = field(default=False, kw_only=True)
+    return_dict: bool = field(default=True, kw_only=True)
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -78,6 +127,9 @@ class _Config:
                 setattr(self, f.name, list(value))
             elif hints[f.name] is float and isinstance(value, int):
                 setattr(self, f.name, float(value))
+        if not self.return_dict:
+            raise ConfigError(f"{type(self).__name__}.return_dict=False (tuple outputs) is not supported: minialign's "
+                              "models return output objects; use return_dict=True")
         self.validate()
 
     def validate(self) -> None:
@@ -128,12 +180,25 @@ class _Config:
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
+    # The AlignConfig field that holds this config when it is one tower's ("text_config" ...), so
+    # that the tower's config also loads from a full ALIGN config.json, as in transformers.
+    align_config_key: ClassVar[str | None] = None
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike):
-        """Read ``directory/config.json`` (or the file itself when given a path to a .json)."""
+        """Read ``directory/config.json`` (or the file itself when given a path to a .json). A
+        tower's config given a full ALIGN config.json (``model_type`` "align") reads its part of
+        it (``text_config`` or ``vision_config``), as transformers does."""
         path = os.fspath(directory)
         if os.path.isdir(path):
             path = os.path.join(path, "config.json")
+        if cls.align_config_key is not None:
+            data = read_json_object(path, error=ConfigError, not_found=f"config file not found: {path}")
+            if data.get("model_type") == AlignConfig.model_type:
+                try:
+                    return getattr(AlignConfig.from_dict(data), cls.align_config_key)
+                except ConfigError as err:
+                    raise ConfigError(f"{path}: {err}") from None
         return cls.from_json_file(path)
 
     def to_json_string(self) -> str:
@@ -145,11 +210,12 @@ class _Config:
             fh.write(self.to_json_string())
 
 
-@dataclass
+@_config_class
 class AlignTextConfig(_Config):
     """The BERT text tower. Defaults: BERT-base uncased, as in align-base."""
 
     model_type: ClassVar[str] = "align_text_model"
+    align_config_key: ClassVar[str] = "text_config"
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -167,7 +233,7 @@ class AlignTextConfig(_Config):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
 
-    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ACTIVATION_NAMES  # what every backend's linear takes
+    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ACTIVATION_NAMES  # what every backend takes
 
     @classmethod
     def _accepted_model_types(cls) -> tuple[str, ...]:
@@ -201,13 +267,10 @@ class AlignTextConfig(_Config):
                 f"AlignTextConfig: hidden_size {self.hidden_size} is not a multiple of "
                 f"num_attention_heads {self.num_attention_heads}"
             )
-        if self.hidden_act not in self.SUPPORTED_ACTIVATIONS:
-            raise ConfigError(
-                f"AlignTextConfig.hidden_act {self.hidden_act!r} is not one of {self.SUPPORTED_ACTIVATIONS}"
-            )
+        _check_activation("AlignTextConfig", self.hidden_act)
 
 
-@dataclass
+@_config_class
 class AlignVisionConfig(_Config):
     """The EfficientNet vision tower. Defaults: EfficientNet-B7 scaling, as in align-base.
 
@@ -217,6 +280,8 @@ class AlignVisionConfig(_Config):
     """
 
     model_type: ClassVar[str] = "align_vision_model"
+    align_config_key: ClassVar[str] = "vision_config"
+    SUPPORTED_ACTIVATIONS: ClassVar[tuple[str, ...]] = ACTIVATION_NAMES  # what every backend takes
     # transformers stores the derived block count; we recompute it from the repeats.
     _derived_keys: ClassVar[frozenset[str]] = frozenset({"num_hidden_layers"})
 
@@ -233,8 +298,8 @@ class AlignVisionConfig(_Config):
     num_block_repeats: list[int] = field(default_factory=lambda: [1, 2, 2, 3, 3, 4, 1])
     expand_ratios: list[int] = field(default_factory=lambda: [1, 6, 6, 6, 6, 6, 6])
     squeeze_expansion_ratio: float = 0.25
-    hidden_act: str = "swish"  # swish == SiLU
-    hidden_dim: int = 2560  # the top conv's width; ALIGN drops the top conv, so unused
+    hidden_act: str = "swish"  # swish == SiLU; after the stem, expansion, depthwise conv and in the SE
+    hidden_dim: int = 2560  # EfficientNet's top-conv width; transformers' ALIGN uses it as the pooling window
     pooling_type: str = "mean"
     initializer_range: float = 0.02
     batch_norm_eps: float = 0.001  # TF's default, not torch's 1e-5
@@ -253,13 +318,23 @@ class AlignVisionConfig(_Config):
             raise ConfigError(f"AlignVisionConfig: the per-stage lists differ in length: {lengths}")
         if self.pooling_type not in ("mean", "max"):
             raise ConfigError(f"AlignVisionConfig.pooling_type must be 'mean' or 'max', found {self.pooling_type!r}")
-        if self.hidden_act not in ("swish", "silu"):
-            raise ConfigError(f"AlignVisionConfig.hidden_act {self.hidden_act!r} is not supported (swish/silu)")
-        if any(k % 2 == 0 for k in self.kernel_sizes):
-            raise ConfigError(f"AlignVisionConfig.kernel_sizes must be odd, found {self.kernel_sizes}")
+        _check_activation("AlignVisionConfig", self.hidden_act)
+        if any(s not in (1, 2) for s in self.strides):
+            # transformers pads a stride-2 conv itself and gives every other stride padding="same",
+            # which torch refuses for strided convolutions.
+            raise ConfigError(f"AlignVisionConfig.strides must each be 1 or 2, found {self.strides}")
+        if any(k < 1 or (k < 2 and s == 2) for k, s in zip(self.kernel_sizes, self.strides)):
+            # A 1x1 depthwise conv of stride 2 gets padding -1 from transformers' correct_pad (a crop).
+            raise ConfigError(f"AlignVisionConfig.kernel_sizes must be >= 1, and >= 2 in a stage of stride 2; "
+                              f"found kernel_sizes {self.kernel_sizes} with strides {self.strides}")
+        for name in ("num_channels", "depth_divisor", "hidden_dim"):  # a size, a divisor, a pooling window
+            if getattr(self, name) < 1:
+                raise ConfigError(f"AlignVisionConfig.{name} must be >= 1, found {getattr(self, name)}")
+        if any(r < 1 for r in self.expand_ratios):
+            raise ConfigError(f"AlignVisionConfig.expand_ratios must all be >= 1, found {self.expand_ratios}")
 
 
-@dataclass
+@_config_class
 class AlignConfig(_Config):
     """The dual encoder: both towers, the text projection and the temperature."""
 
@@ -312,3 +387,45 @@ def nano_config(vocab_size: int) -> AlignConfig:
                                out_channels=[16, 24, 40, 80], strides=[1, 2, 2, 2], num_block_repeats=[1, 1, 1, 1],
                                expand_ratios=[1, 4, 4, 4], hidden_dim=320, drop_connect_rate=0.0)
     return AlignConfig(text_config=text, vision_config=vision, projection_dim=80, temperature_init_value=0.07)
+
+
+# -- every field of transformers' configs, and what minialign does with it ---------------------------
+
+# What a field is to minialign:
+MODEL = "model"  # shapes what the towers compute; every value transformers builds is built here
+OUTPUTS = "outputs"  # the default of a call's output flag (return_dict=False is refused)
+TRAINING = "training"  # read only by training (init, dropout, batchnorm momentum), not by inference
+KEPT = "kept"  # bookkeeping transformers writes: kept in ``extra`` and written back, never read
+NO_EFFECT = "no effect"  # changes no output of transformers' ALIGN either (heads, chunking); kept in ``extra``
+DERIVED = "derived"  # computed from other fields (and checked, for model_type)
+
+_COMMON = {
+    "transformers_version": KEPT, "architectures": KEPT, "_name_or_path": KEPT, "dtype": KEPT,
+    "model_type": DERIVED, "output_hidden_states": OUTPUTS, "output_attentions": OUTPUTS, "return_dict": OUTPUTS,
+    "chunk_size_feed_forward": NO_EFFECT, "is_encoder_decoder": NO_EFFECT, "id2label": NO_EFFECT,
+    "label2id": NO_EFFECT, "problem_type": NO_EFFECT,
+}
+TRANSFORMERS_FIELDS: dict[str, dict[str, str]] = {
+    "AlignTextConfig": {
+        **_COMMON, **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                    "intermediate_size", "hidden_act", "max_position_embeddings", "type_vocab_size",
+                                    "layer_norm_eps"), MODEL),
+        # pad_token_id: transformers' nn.Embedding(padding_idx=...) zeroes that row at init and
+        # keeps its gradient at 0; minialign reads neither (the row is in the checkpoint).
+        **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"), TRAINING),
+        **dict.fromkeys(("pad_token_id", "bos_token_id", "eos_token_id"), NO_EFFECT),
+    },
+    "AlignVisionConfig": {
+        **_COMMON, **dict.fromkeys(("num_channels", "width_coefficient", "depth_coefficient", "depth_divisor",
+                                    "kernel_sizes", "in_channels", "out_channels", "depthwise_padding", "strides",
+                                    "num_block_repeats", "expand_ratios", "squeeze_expansion_ratio", "hidden_act",
+                                    "hidden_dim", "pooling_type", "batch_norm_eps"), MODEL),
+        **dict.fromkeys(("initializer_range", "batch_norm_momentum", "drop_connect_rate"), TRAINING),
+        "image_size": NO_EFFECT,  # the processor decides the input size; transformers' model never reads it
+        "num_hidden_layers": DERIVED,
+    },
+    "AlignConfig": {
+        **_COMMON, **dict.fromkeys(("text_config", "vision_config", "projection_dim"), MODEL),
+        **dict.fromkeys(("temperature_init_value", "initializer_range"), TRAINING),
+    },
+}

@@ -22,8 +22,8 @@ EMBEDDED_MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 DEFAULT_MODEL = "align-nano"  # what the pipeline and the command line use when given no model
 
 # The files minialign reads from a hub-layout directory.
-MODEL_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "vocab.txt",
-               "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json")
+MODEL_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "vocab.txt", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json", "processor_config.json")
 
 
 def hf_cache_dir() -> str:

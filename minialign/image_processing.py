@@ -98,6 +98,9 @@ RESAMPLING = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box",
 _PROCESSOR_TYPES = ("EfficientNetImageProcessor", "EfficientNetImageProcessorPil", "EfficientNetImageProcessorFast")
 
 CONFIG_NAME = "preprocessor_config.json"
+# transformers 5's AlignProcessor.save_pretrained writes the image processor's options here, under
+# "image_processor", instead of into preprocessor_config.json.
+PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 
 class ImageInputError(ValueError):
@@ -501,6 +504,7 @@ class EfficientNetImageProcessor:
     # back by save_pretrained, never used.
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
 
+    model_input_names: ClassVar[tuple[str, ...]] = ("pixel_values",)  # what __call__ returns
     _BOOLS: ClassVar[tuple[str, ...]] = (
         "do_resize", "do_center_crop", "do_rescale", "rescale_offset", "do_normalize", "include_top",
     )
@@ -645,19 +649,43 @@ class EfficientNetImageProcessor:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> EfficientNetImageProcessor:
+    def option_names(cls) -> tuple[str, ...]:
+        """The options (``do_resize``, ``size``, ...): what ``from_pretrained`` and a call override."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> EfficientNetImageProcessor:
         """Read ``directory/preprocessor_config.json`` (or the .json file itself); ``directory`` may
-        also name a model shipped with minialign (``"align-nano"``) or a cached hub id."""
+        also name a model shipped with minialign (``"align-nano"``) or a cached hub id. A
+        directory written by transformers 5's ``AlignProcessor.save_pretrained`` has no
+        preprocessor_config.json: the options are then ``processor_config.json``'s
+        ``"image_processor"``. Keyword arguments override the file's options, as in transformers;
+        one that is not an option is a ConfigError naming it."""
+        unknown = sorted(set(overrides) - set(cls.option_names()))
+        if unknown:
+            raise ConfigError(f"EfficientNetImageProcessor.from_pretrained: unknown option(s) {unknown}; "
+                              f"the options are {list(cls.option_names())}")
         path = os.fspath(directory)
         if not os.path.isfile(path):
             from .hub import resolve_model_dir
 
-            path = os.path.join(resolve_model_dir(path), CONFIG_NAME)
+            directory = resolve_model_dir(path)
+            path = os.path.join(directory, CONFIG_NAME)
+            joint = os.path.join(directory, PROCESSOR_CONFIG_NAME)
+            if not os.path.isfile(path) and os.path.isfile(joint):
+                data = read_json_object(joint, error=ConfigError)
+                if not isinstance(data.get("image_processor"), dict):
+                    raise ConfigError(f"{joint}: no 'image_processor' object, and no {CONFIG_NAME} beside it")
+                return cls._from_file_data(data["image_processor"], f"{joint} (image_processor)", overrides)
         data = read_json_object(path, error=ConfigError, not_found=f"image processor config not found: {path}")
+        return cls._from_file_data(data, path, overrides)
+
+    @classmethod
+    def _from_file_data(cls, data: dict[str, Any], where: str, overrides: dict[str, Any]) -> EfficientNetImageProcessor:
         try:
-            return cls.from_dict(data)
+            return cls.from_dict({**data, **overrides})
         except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
 
     def save_pretrained(self, directory: str | os.PathLike) -> str:
         """Write ``directory/preprocessor_config.json``; returns its path."""

@@ -9,7 +9,6 @@ the rest, so each model's file contains only its architecture.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import ClassVar
@@ -18,7 +17,7 @@ import numpy as np
 
 from .backends import DEFAULT_BACKEND, get_ops
 from .checkpoint import check_state_dict, load_state_dict, strip_prefix, write_safetensors
-from .config import AlignConfig, _Config
+from .config import _Config
 from .hub import resolve_model_dir
 
 
@@ -52,23 +51,6 @@ class PretrainedModel:
 
     # -- loading -----------------------------------------------------------------------------
 
-    # For a tower: the AlignConfig attribute holding its config, so that the tower also loads
-    # from a full ALIGN directory (whose config.json nests text_config / vision_config).
-    align_config_attr: ClassVar[str | None] = None
-
-    @classmethod
-    def config_from_pretrained(cls, directory: str) -> _Config:
-        """The config in ``directory/config.json`` (a tower's part of it, for a full ALIGN one)."""
-        path = os.path.join(directory, "config.json")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                model_type = json.load(fh).get("model_type")
-        except (OSError, ValueError, AttributeError):
-            model_type = None  # let the config class produce the precise error
-        if cls.align_config_attr and model_type == AlignConfig.model_type:
-            return getattr(AlignConfig.from_pretrained(directory), cls.align_config_attr)
-        return cls.config_class.from_pretrained(directory)
-
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, strict: bool = True, backend: str = DEFAULT_BACKEND,
                         device: str | None = None, dtype: str = "float32", cuda_graphs: bool = False):
@@ -79,7 +61,7 @@ class PretrainedModel:
         tower's forward as a CUDA graph per input shape, ``minialign.cuda_graphs``)."""
         ops = get_ops(backend, device=device, dtype=dtype, cuda_graphs=cuda_graphs)  # first: a bad backend fails before any loading
         directory = resolve_model_dir(directory)
-        config = cls.config_from_pretrained(directory)
+        config = cls.config_class.from_pretrained(directory)  # a tower's: its part of a full ALIGN config.json
         state = load_state_dict(directory)
         return cls(config, cls._select_weights(state), strict=strict, ops=ops)
 

@@ -73,7 +73,6 @@ class AlignTextModel(PretrainedModel):
     config_class = AlignTextConfig
     architecture = "AlignTextModel"
     checkpoint_prefixes = ("text_model.", "bert.")
-    align_config_attr = "text_config"
     # Old transformers versions saved these constant buffers (arange / zeros); nothing to load.
     ignorable_keys = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -224,13 +223,18 @@ class AlignTextModel(PretrainedModel):
         attention_mask=None,
         token_type_ids=None,
         *,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         packed: bool = False,
     ) -> TextModelOutput:
         """The outputs of a padded batch. ``packed=True`` computes the real tokens only (module
         docstring): the same outputs at every real token, zeros at the padding, and the pooler
-        reads each sequence's first real token; no attention probabilities."""
+        reads each sequence's first real token; no attention probabilities. The outputs' flags
+        default (None) to the config's ``output_hidden_states`` / ``output_attentions``."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         checked = self.check_inputs(input_ids, attention_mask, token_type_ids)
         if packed:
             if output_attentions:

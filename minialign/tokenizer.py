@@ -63,6 +63,8 @@ from .jsonfile import read_json_object
 from .validation import is_int
 
 VOCAB_NAME = "vocab.txt"
+# What transformers 5 saves instead of vocab.txt: the tokenizers pipeline, the vocabulary in it.
+TOKENIZER_JSON_NAME = "tokenizer.json"
 CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
 
@@ -246,17 +248,45 @@ def wordpiece(word: str, vocab: dict[str, int], unk_token: str, max_chars: int =
 
 
 def load_vocab(path: str | os.PathLike) -> dict[str, int]:
-    """``vocab.txt`` -> {token: id}, id = line number (from 0).
+    """``vocab.txt`` -> {token: id}, id = line number (from 0); or a ``tokenizer.json``'s.
 
     Read as the Rust ``WordPiece.read_file`` does (what transformers 5 uses): lines end at "\\n"
     only and trailing whitespace is trimmed, so "ab \\r\\n" is "ab"; a lone "\\r" inside a line is
     kept. A token listed twice keeps its last line number.
     """
+    if os.fspath(path).endswith(".json"):
+        return _tokenizer_json_vocab(path)
     with open(path, encoding="utf-8", newline="") as f:
         lines = f.read().split("\n")
     if lines and lines[-1] == "":  # the newline that ends the file does not start a token
         lines.pop()
     return {line.rstrip("".join(_WHITESPACE)): i for i, line in enumerate(lines)}
+
+
+def _tokenizer_json_vocab(path: str | os.PathLike) -> dict[str, int]:
+    """The {token: id} vocabulary of a tokenizers ``tokenizer.json`` holding a WordPiece model (what
+    transformers 5 writes for a BERT tokenizer instead of vocab.txt). A file for another model, with
+    another continuation prefix than "##", or with added tokens outside the vocabulary (which
+    the text would have to be split on) is a ValueError naming the file and the reason."""
+    data = read_json_object(path, error=ValueError)
+    model = data.get("model")
+    kind = model.get("type") if isinstance(model, dict) else None
+    if kind != "WordPiece" or not isinstance(model.get("vocab"), dict):
+        raise ValueError(f"{os.fspath(path)}: model type {kind!r}; BertTokenizer reads WordPiece vocabularies only")
+    if model.get("continuing_subword_prefix", "##") != "##":
+        raise ValueError(f"{os.fspath(path)}: continuing_subword_prefix {model['continuing_subword_prefix']!r}; "
+                         "BertTokenizer's word pieces continue with '##'")
+    vocab = model["vocab"]
+    if not all(isinstance(k, str) and is_int(v) for k, v in vocab.items()) or \
+            sorted(vocab.values()) != list(range(len(vocab))):
+        raise ValueError(f"{os.fspath(path)}: model.vocab must map tokens to the ids 0 .. {len(vocab) - 1}, "
+                         "each once (the line numbers of a vocab.txt)")
+    extra = [t.get("content") for t in data.get("added_tokens") or [] if isinstance(t, dict)
+             and t.get("content") not in vocab]
+    if extra:
+        raise ValueError(f"{os.fspath(path)}: added tokens {extra} are not in the vocabulary; minialign's "
+                         "BertTokenizer has no added tokens beyond the vocabulary's special tokens")
+    return {token: int(i) for token, i in vocab.items()}
 
 
 def _token_content(value) -> str | None:
@@ -287,7 +317,8 @@ class BertTokenizer:
     """BERT's WordPiece tokenizer with transformers' interface (see the module docstring).
 
     Args:
-        vocab_file: path of a ``vocab.txt``. It must hold ``unk_token``, ``sep_token``,
+        vocab_file: path of a ``vocab.txt`` (or of a ``tokenizer.json`` with a WordPiece model).
+            It must hold ``unk_token``, ``sep_token``,
             ``pad_token`` and ``cls_token``; ``mask_token`` is special only when present.
         do_lower_case: lower-case the text (step 5).
         strip_accents: strip accents (step 4); ``None`` follows ``do_lower_case``.
@@ -359,21 +390,36 @@ class BertTokenizer:
 
     # ---- loading ----------------------------------------------------------------------------
 
+    # What from_pretrained's keyword arguments may set: the constructor's options.
+    OPTION_NAMES = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "never_split", "unk_token",
+                    "sep_token", "pad_token", "cls_token", "mask_token", "model_max_length",
+                    "clean_up_tokenization_spaces", "max_input_chars_per_word")
+    model_input_names = ("input_ids", "token_type_ids", "attention_mask")  # what __call__ returns, in order
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides) -> BertTokenizer:
-        """Load ``directory/vocab.txt`` with the options in ``tokenizer_config.json``.
+        """Load ``directory/vocab.txt`` (else the vocabulary in ``tokenizer.json``, which is what
+        transformers 5 saves) with the options in ``tokenizer_config.json``.
 
         Honoured keys: do_lower_case, strip_accents, tokenize_chinese_chars, never_split,
         model_max_length, clean_up_tokenization_spaces and the special tokens (also read from
         ``special_tokens_map.json`` when present, as transformers does). Other keys are ignored.
-        Keyword arguments override the files, as in transformers.
+        Keyword arguments (``OPTION_NAMES``) override the files, as in transformers; any other
+        keyword is a ValueError naming it.
         """
         from .hub import resolve_model_dir  # a directory, a shipped model's name, or a cached hub id
 
+        unknown = sorted(set(overrides) - set(cls.OPTION_NAMES))
+        if unknown:
+            raise ValueError(f"BertTokenizer.from_pretrained: unknown option(s) {unknown}; "
+                             f"the options are {list(cls.OPTION_NAMES)}")
         directory = resolve_model_dir(directory)
         vocab_file = os.path.join(directory, VOCAB_NAME)
+        if not os.path.isfile(vocab_file) and os.path.isfile(os.path.join(directory, TOKENIZER_JSON_NAME)):
+            vocab_file = os.path.join(directory, TOKENIZER_JSON_NAME)
         if not os.path.isfile(vocab_file):
-            raise FileNotFoundError(f"BertTokenizer.from_pretrained: no {VOCAB_NAME} at {vocab_file!r}")
+            raise FileNotFoundError(f"BertTokenizer.from_pretrained: no {VOCAB_NAME} (or {TOKENIZER_JSON_NAME}) "
+                                    f"in {directory!r}")
 
         config: dict = {}
         for name in (SPECIAL_TOKENS_MAP_NAME, CONFIG_NAME):  # the later file wins

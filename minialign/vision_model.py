@@ -4,13 +4,17 @@
       ──► 55 MBConv blocks (align-base), each:
             [expand 1x1 conv + BN + SiLU]        (only when expand_ratio != 1)
             depthwise k x k conv + BN + SiLU     (k = 3 or 5; stride 1 or 2)
-            squeeze-excitation                   (channel gate from the image mean)
+            squeeze-excitation                   (channel gate from the image mean, SiLU inside)
             project 1x1 conv + BN                (no activation: a "linear bottleneck")
             [+ block input]                      (only where transformers adds it, see below)
       ──► mean (or max) over space ──► pooler_output [B, 640]
 
+Every SiLU above is ``config.hidden_act`` ("swish" in every ALIGN checkpoint; transformers' four
+uses of it are these four); the squeeze-excitation's gate is always a sigmoid.
+
 ALIGN drops EfficientNet's top 1x1 conv (``hidden_dim``) and classifier: the image embedding is
-the pooled output of the last block (640 channels for align-base).
+the pooled output of the last block (640 channels for align-base). transformers still reads
+``hidden_dim``, as its pooling window (see ``_check_pooling_window``).
 
 Inside, activations are channels-last [B, H, W, C]: a 1x1 convolution is then one matrix product
 over contiguous rows of channels, and a depthwise tap a per-channel vector broadcast over the
@@ -102,7 +106,8 @@ def block_specs(config: AlignVisionConfig) -> list[BlockSpec]:
 def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> Padding:
     """Padding before a depthwise conv, as transformers applies it.
 
-    - stride 1: "same" padding, k // 2 on each side.
+    - stride 1: torch's "same" padding, k - 1 zeros per axis, the odd one (for an even k) at the
+      bottom/right: k // 2 on each side for the usual odd k.
     - stride 2: ``correct_pad``: with ``adjust`` (the default for every block not listed in
       ``config.depthwise_padding``) k//2 - 1 on the top/left and k//2 on the bottom/right;
       without it, k//2 on every side.
@@ -114,7 +119,8 @@ def depthwise_padding(kernel_size: int, stride: int, adjust: bool) -> Padding:
     """
     half = kernel_size // 2
     if stride == 1:
-        return (half, half, half, half)
+        before = (kernel_size - 1) // 2
+        return (before, kernel_size - 1 - before, before, kernel_size - 1 - before)
     if adjust:
         return (half - 1, half, half - 1, half)
     return (half, half, half, half)
@@ -134,6 +140,19 @@ def _check_fits(shape: tuple[int, ...], padding: Padding, b: BlockSpec) -> None:
             f"the input image is too small for this model: block {b.index} gets a {shape[1]}x{shape[2]} "
             f"feature map ({height}x{width} padded), smaller than its {b.kernel_size}x{b.kernel_size} "
             "kernel; use a larger image (align-base expects 289x289)"
+        )
+
+
+def _check_pooling_window(shape: tuple[int, ...], window: int) -> None:
+    """transformers pools the last map with a ``hidden_dim`` x ``hidden_dim`` window
+    (``nn.AvgPool2d(hidden_dim, ceil_mode=True)``, or MaxPool2d): one window, the whole map, when
+    the map fits in it, several otherwise, and then its reshape to [B, C] fails. minialign pools
+    the whole map, so it refuses the second case too, saying why."""
+    if max(shape[1], shape[2]) > window:
+        raise ValueError(
+            f"the last feature map is {shape[1]}x{shape[2]}, larger than the pooling window hidden_dim={window}: "
+            "transformers' ALIGN pools with a hidden_dim-wide window and cannot reduce this map to one vector; "
+            "use a smaller image or a config with a larger hidden_dim"
         )
 
 
@@ -159,7 +178,7 @@ class StemCaches:
 
     conv: tuple
     bn: tuple
-    silu: np.ndarray
+    act: np.ndarray
 
 
 @dataclass
@@ -169,10 +188,10 @@ class BlockCaches:
 
     expand_conv: tuple | None = None
     expand_bn: tuple | None = None
-    expand_silu: np.ndarray | None = None
+    expand_act: np.ndarray | None = None
     depthwise_conv: tuple | None = None
     depthwise_bn: tuple | None = None
-    depthwise_silu: np.ndarray | None = None
+    depthwise_act: np.ndarray | None = None
     squeeze_excite: tuple | None = None
     project_conv: tuple | None = None
     project_bn: tuple | None = None
@@ -184,7 +203,6 @@ class AlignVisionModel(PretrainedModel):
     config_class = AlignVisionConfig
     architecture = "AlignVisionModel"
     checkpoint_prefixes = ("vision_model.",)
-    align_config_attr = "vision_config"
 
     def __init__(self, config: AlignVisionConfig, params, *, strict: bool = True, ops: Ops | None = None):
         super().__init__(config, params, strict=strict)
@@ -265,10 +283,10 @@ class AlignVisionModel(PretrainedModel):
 
     def stem(self, x: np.ndarray) -> np.ndarray:
         # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0]  (pad 1 right/bottom, 3x3 stride 2: 289 -> 144)
-        """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm (folded), SiLU."""
+        """Pad right/bottom by one, 3x3 conv with stride 2, batchnorm (folded), SiLU (hidden_act)."""
         w = self.tensors
         return self.ops.conv2d(x, w["embeddings.convolution.weight"], stride=2, padding=STEM_PADDING,
-                               bias=w["embeddings.convolution.bias"], activation="silu")
+                               bias=w["embeddings.convolution.bias"], activation=self.config.hidden_act)
 
     def block(self, b: BlockSpec, x: np.ndarray) -> np.ndarray:
         # [B, H, W, in_dim] -> [B, H / stride, W / stride, out_dim]
@@ -279,20 +297,21 @@ class AlignVisionModel(PretrainedModel):
             g = squeeze_excite_gate(s)                      [B, expand_dim]
             out = bn(project_conv(h * g)) (+ x)             [B, H', W', out_dim]
 
-        Each bn is folded into its conv's weight and bias (fold_batch_norms).
+        Each bn is folded into its conv's weight and bias (fold_batch_norms); each silu is
+        config.hidden_act, in the SE gate too.
         """
-        w, ops = self.tensors, self.ops
+        w, ops, act = self.tensors, self.ops, self.config.hidden_act
         pre = f"encoder.blocks.{b.index}."
         h = x
         if b.expand:  # widen: in_dim -> in_dim * expand_ratio
             conv = pre + "expansion.expand_conv"
-            h = ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], activation="silu")
+            h = ops.pointwise_conv(h, w[conv + ".weight"], w[conv + ".bias"], activation=act)
         padding = depthwise_padding(b.kernel_size, b.stride, b.adjust_padding)
         _check_fits(h.shape, padding, b)
         conv = pre + "depthwise_conv.depthwise_conv"
         h, means = ops.depthwise_conv2d(h, w[conv + ".weight"], b.stride, padding, bias=w[conv + ".bias"],
-                                        activation="silu", return_means=True)
-        gate = ops.squeeze_excite_gate(means, *(w[pre + name] for name in SE_WEIGHTS))
+                                        activation=act, return_means=True)
+        gate = ops.squeeze_excite_gate(means, *(w[pre + name] for name in SE_WEIGHTS), activation=act)
         # Drop-connect (config.drop_connect_rate) is a training-time dropout on the branch before
         # the residual add (per element in transformers, per sample in TensorFlow; see
         # docs/conventions.md); inference never drops anything, so there is nothing to do.
@@ -319,12 +338,12 @@ class AlignVisionModel(PretrainedModel):
         # [B, H, W, 3] -> [B, floor(H/2), floor(W/2), C0], as ``stem`` with a training-mode batchnorm
         h, conv = bw.conv2d_forward(x, self.params["embeddings.convolution.weight"], 2, STEM_PADDING)
         h, bn = self._batch_norm_train("embeddings.batchnorm", h, momentum, buffers)
-        h, silu = bw.silu_forward(h)
-        return h, StemCaches(conv, bn, silu)
+        h, act = bw.activation_pair(self.config.hidden_act)[0](h)
+        return h, StemCaches(conv, bn, act)
 
     def stem_train_backward(self, dout: np.ndarray, caches: StemCaches, grads: dict) -> None:
         # [B, Ho, Wo, C0] -> the stem's weight gradients, into grads
-        dh = bw.silu_backward(dout, caches.silu)
+        dh = bw.activation_pair(self.config.hidden_act)[1](dout, caches.act)
         dh, grads["embeddings.batchnorm.weight"], grads["embeddings.batchnorm.bias"] = \
             bw.batch_norm_backward(dh, caches.bn)
         _, grads["embeddings.convolution.weight"], _ = bw.conv2d_backward(dh, caches.conv)
@@ -339,18 +358,20 @@ class AlignVisionModel(PretrainedModel):
             out = bn(project_conv(h)) (+ x)
         """
         p, pre = self.params, f"encoder.blocks.{b.index}."
+        act_forward = bw.activation_pair(self.config.hidden_act)[0]  # SiLU in ALIGN
         caches = BlockCaches()
         h = x
         if b.expand:
             h, caches.expand_conv = bw.pointwise_conv_forward(h, p[pre + "expansion.expand_conv.weight"])
             h, caches.expand_bn = self._batch_norm_train(pre + "expansion.expand_bn", h, momentum, buffers)
-            h, caches.expand_silu = bw.silu_forward(h)
+            h, caches.expand_act = act_forward(h)
         h, caches.depthwise_conv = bw.depthwise_conv2d_forward(
             h, p[pre + "depthwise_conv.depthwise_conv.weight"], b.stride,
             depthwise_padding(b.kernel_size, b.stride, b.adjust_padding))
         h, caches.depthwise_bn = self._batch_norm_train(pre + "depthwise_conv.depthwise_norm", h, momentum, buffers)
-        h, caches.depthwise_silu = bw.silu_forward(h)
-        h, caches.squeeze_excite = bw.squeeze_excite_forward(h, *(p[pre + name] for name in SE_WEIGHTS))
+        h, caches.depthwise_act = act_forward(h)
+        h, caches.squeeze_excite = bw.squeeze_excite_forward(h, *(p[pre + name] for name in SE_WEIGHTS),
+                                                             activation=self.config.hidden_act)
         h, caches.project_conv = bw.pointwise_conv_forward(h, p[pre + "projection.project_conv.weight"])
         h, caches.project_bn = self._batch_norm_train(pre + "projection.project_bn", h, momentum, buffers)
         return (h + x if b.residual else h), caches
@@ -364,12 +385,13 @@ class AlignVisionModel(PretrainedModel):
         dh, _, grads[pre + "projection.project_conv.weight"], _ = bw.pointwise_conv_backward(dh, caches.project_conv)
         dh, *se_grads = bw.squeeze_excite_backward(dh, caches.squeeze_excite)
         grads.update((pre + name, g) for name, g in zip(SE_WEIGHTS, se_grads))
-        dh = bw.silu_backward(dh, caches.depthwise_silu)
+        act_backward = bw.activation_pair(self.config.hidden_act)[1]
+        dh = act_backward(dh, caches.depthwise_act)
         dh, grads[pre + "depthwise_conv.depthwise_norm.weight"], grads[pre + "depthwise_conv.depthwise_norm.bias"] = \
             bw.batch_norm_backward(dh, caches.depthwise_bn)
         dh, grads[pre + "depthwise_conv.depthwise_conv.weight"], _ = bw.depthwise_conv2d_backward(dh, caches.depthwise_conv)
         if b.expand:
-            dh = bw.silu_backward(dh, caches.expand_silu)
+            dh = act_backward(dh, caches.expand_act)
             dh, grads[pre + "expansion.expand_bn.weight"], grads[pre + "expansion.expand_bn.bias"] = \
                 bw.batch_norm_backward(dh, caches.expand_bn)
             dh, _, grads[pre + "expansion.expand_conv.weight"], _ = bw.pointwise_conv_backward(dh, caches.expand_conv)
@@ -390,13 +412,17 @@ class AlignVisionModel(PretrainedModel):
                 hidden_states.append(x)
         return x, ops.global_pool(x, self.config.pooling_type)
 
-    def __call__(self, pixel_values, *, output_hidden_states: bool = False) -> VisionModelOutput:
+    def __call__(self, pixel_values, *, output_hidden_states: bool | None = None) -> VisionModelOutput:
+        """``output_hidden_states`` None means the config's (``config.output_hidden_states``)."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         x = self.check_inputs(pixel_values)
         if output_hidden_states:  # eager: a CUDA graph keeps only its final outputs
             hidden: list = []
             last, pooled = self.encode(x, hidden)
         else:
             last, pooled = self.encode(x) if self.graphs is None else self.graphs(x)
+        _check_pooling_window(tuple(last.shape), self.config.hidden_dim)
         return VisionModelOutput(
             last_hidden_state=self.ops.nhwc_to_nchw(last),
             pooler_output=pooled,

@@ -169,7 +169,7 @@ def test_bad_inputs_are_clear_errors(align_base, tmp_path):
         processor()
     reference.align_checkpoint(tmp_path / "m", projection_dim=32,
                                text=dict(hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=4),
-                               vision=dict(width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=8))
+                               vision=dict(width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=16))
     model = AlignModel.from_pretrained(tmp_path / "m")
     batch = AlignProcessor.from_pretrained(tmp_path / "m")(text=CAPTIONS[:2], images=[np.zeros((40, 40, 3), np.uint8)])
     with pytest.raises(ValueError, match="return_loss needs as many texts as images .* got 2 texts and 1 images"):

@@ -562,9 +562,26 @@ def test_batch_norm_backward_matches_finite_differences():
             assert_close(np.sum(grad * direction), numeric, atol=1e-7, rtol=1e-7, name=f"grad {index}")
 
 
-def test_every_activation_of_the_contract_has_a_backward_pair():
+@pytest.mark.parametrize("name", sorted(bw.ACTIVATION_PAIRS))
+def test_every_trainable_activation_matches_transformers(name):
+    """Each name training accepts, aliases included, against transformers' own function for that
+    name (ACT2FN) and torch's autograd through it."""
+    from transformers.activations import ACT2FN
+
     from minialign.backends.contract import ACTIVATION_NAMES
 
-    assert sorted(bw.ACTIVATION_PAIRS) == sorted(ACTIVATION_NAMES)
-    for name, (forward, backward) in bw.ACTIVATION_PAIRS.items():  # the pairs tested above, by name
-        assert (forward, backward) == ACTIVATIONS["silu" if name == "swish" else name][:2], name
+    assert name in ACTIVATION_NAMES
+    forward, backward = bw.activation_pair(name)
+    rng = np.random.default_rng(7)
+    x, dout = randn(rng, 5, 11, scale=4.0), randn(rng, 5, 11)
+    x[0, :3] = [0.0, 6.0, -3.0]  # relu's and relu6's corners: torch's choice of derivative there
+    out, cache = forward(x)
+    ref, (dx,) = autograd(ACT2FN[name], x, dout=dout)
+    assert_close(out, ref, **F32, name=f"{name} out")
+    assert_close(backward(dout, cache), dx, **GRAD, name=f"{name} dx")
+
+
+def test_an_activation_without_a_backward_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"training has no backward pass for the activation 'mish'; activations "
+                                         r"minialign can train: \['gelu'"):
+        bw.activation_pair("mish")

@@ -76,7 +76,14 @@ def test_relative_position_bert_is_refused():
         (AlignTextConfig, {"hidden_size": True}, r"hidden_size: expected"),
         (AlignTextConfig, {"layer_norm_eps": None}, r"layer_norm_eps"),
         (AlignTextConfig, {"hidden_size": 10, "num_attention_heads": 3}, r"not a multiple"),
-        (AlignTextConfig, {"hidden_act": "mish"}, r"hidden_act 'mish'"),
+        (AlignTextConfig, {"hidden_act": "prelu"}, r"AlignTextConfig.hidden_act 'prelu' has learned weights"),
+        (AlignVisionConfig, {"hidden_act": "swsh"}, r"AlignVisionConfig.hidden_act 'swsh' is not an activation "
+                                                    r"minialign implements; use one of transformers' names \['gelu'"),
+        (AlignVisionConfig, {"strides": [1, 2, 2, 3, 1, 2, 1]}, r"strides must each be 1 or 2, found \[1, 2, 2, 3"),
+        (AlignVisionConfig, {"kernel_sizes": [3, 1, 5, 3, 5, 5, 3]}, r">= 2 in a stage of stride 2"),
+        (AlignVisionConfig, {"hidden_dim": 0}, r"hidden_dim must be >= 1"),
+        (AlignTextConfig, {"return_dict": False}, r"AlignTextConfig.return_dict=False \(tuple outputs\) is not "
+                                                  r"supported"),
         (AlignVisionConfig, {"kernel_sizes": [3, "5"]}, r"kernel_sizes"),
         (AlignVisionConfig, {"strides": [1, 2]}, r"per-stage lists differ in length"),
         (AlignVisionConfig, {"pooling_type": "sum"}, r"pooling_type"),
@@ -106,3 +113,103 @@ def test_file_errors_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "align", "projection_dim": "x"}')
     with pytest.raises(ConfigError, match=r"config.json: AlignConfig.projection_dim"):
         AlignConfig.from_pretrained(tmp_path)
+
+
+# -- the audit: every field of transformers' configs, with its default -------------------------------
+
+
+def _transformers_fields(cls) -> list[str]:
+    """A transformers config class's fields: its constructor's keywords and its to_dict's keys."""
+    import inspect
+
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    return names + [k for k in cls().to_dict() if k not in names]
+
+
+@pytest.mark.parametrize("name", ["AlignTextConfig", "AlignVisionConfig", "AlignConfig"])
+def test_every_transformers_field_is_audited(name):
+    """A field transformers adds (or drops) fails here by name until config.TRANSFORMERS_FIELDS
+    says what minialign does with it."""
+    import transformers
+
+    from minialign.config import TRANSFORMERS_FIELDS
+
+    theirs = _transformers_fields(getattr(transformers, name))
+    new = [f for f in theirs if f not in TRANSFORMERS_FIELDS[name]]
+    assert not new, f"transformers' {name} has field(s) {new} missing from minialign.config.TRANSFORMERS_FIELDS"
+    gone = [f for f in TRANSFORMERS_FIELDS[name] if f not in theirs]
+    assert not gone, f"minialign.config.TRANSFORMERS_FIELDS[{name!r}] lists {gone}, which transformers no longer has"
+
+
+@pytest.mark.parametrize("name", ["AlignTextConfig", "AlignVisionConfig", "AlignConfig"])
+def test_every_field_has_transformers_default_or_is_kept(name):
+    """Fields minialign reads (model, outputs, training) are dataclass fields with transformers'
+    defaults; bookkeeping and no-effect fields are too (BERT's token ids) or are kept in extra
+    and written back as they came."""
+    import dataclasses
+
+    import minialign
+    import transformers
+    from minialign.config import DERIVED, KEPT, NO_EFFECT, TRANSFORMERS_FIELDS
+
+    theirs = getattr(transformers, name)().to_dict()
+    ours_cls = getattr(minialign, name)
+    ours = ours_cls()
+    fields = {f.name for f in dataclasses.fields(ours_cls)} - {"extra"}
+    assert fields <= set(TRANSFORMERS_FIELDS[name]), fields - set(TRANSFORMERS_FIELDS[name])  # none of our own
+    for field, use in TRANSFORMERS_FIELDS[name].items():
+        if use in (KEPT, NO_EFFECT) and field not in fields:
+            if field in theirs:  # e.g. id2label; a value other than the default is kept too
+                value = theirs[field] if theirs[field] is not None else "x"
+                back = ours_cls.from_dict({field: value}).to_dict()
+                assert back[field] == value, field
+        elif use == DERIVED:
+            assert getattr(ours, field) == theirs[field], field
+        elif field in ("text_config", "vision_config"):
+            assert getattr(ours, field).to_dict() == getattr(ours_cls(), field).to_dict()
+        else:
+            assert field in fields, f"{name}.{field} is audited as {use!r} but is not a field"
+            assert getattr(ours, field) == theirs[field], (field, getattr(ours, field), theirs[field])
+
+
+def test_output_flags_from_the_config_and_return_dict_refused():
+    c = AlignTextConfig(output_hidden_states=True, output_attentions=True)
+    assert c.to_dict()["output_hidden_states"] is True
+    with pytest.raises(ConfigError, match=r"return_dict=False \(tuple outputs\) is not supported"):
+        AlignConfig.from_dict({"return_dict": False})
+
+
+def test_constructor_keeps_unknown_keywords_and_warns_on_a_near_miss():
+    c = AlignTextConfig(is_decoder=False, chunk_size_feed_forward=4, num_hidden_layers=3)
+    assert c.extra == {"is_decoder": False, "chunk_size_feed_forward": 4} and c.num_hidden_layers == 3
+    with pytest.warns(UserWarning, match=r"unknown field 'hiden_size' kept in extra and not used; did you mean "
+                                         r"'hidden_size'\?"):
+        AlignTextConfig(hiden_size=64)
+    vision = AlignVisionConfig(num_hidden_layers=99)  # derived, as in transformers: the repeats decide
+    assert vision.num_hidden_layers == 55 and "num_hidden_layers" not in vision.extra
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh", "quick_gelu", "relu6", "mish", "tanh", "sigmoid"])
+def test_both_towers_take_any_activation_of_transformers_table(act):
+    assert AlignVisionConfig(hidden_act=act).hidden_act == AlignTextConfig(hidden_act=act).hidden_act == act
+
+
+def test_the_checkpoints_page_lists_every_field_as_the_code_does():
+    """docs/checkpoints.md's field tables: every field of TRANSFORMERS_FIELDS with its use, the
+    common fields once and each class's own under its name, and nothing else."""
+    import pathlib
+    import re
+
+    from minialign.config import _COMMON, TRANSFORMERS_FIELDS
+
+    page = (pathlib.Path(__file__).parent.parent / "docs" / "checkpoints.md").read_text()
+    section = page.split("### Every field, and what minialign does with it")[1].split("\n## ")[0]
+    parts = re.split(r"\n`(Align\w*Config)`:\n", section)
+    tables = {"common": parts[0], **dict(zip(parts[1::2], parts[2::2]))}
+
+    def rows(text):
+        return dict(re.findall(r"^\| `(\w+)` \| .*? \| ([a-z ]+) \|", text, flags=re.M))
+
+    assert rows(tables["common"]) == _COMMON
+    for name, fields in TRANSFORMERS_FIELDS.items():
+        assert rows(tables[name]) == {f: use for f, use in fields.items() if f not in _COMMON}, name

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers.activations import ACT2FN
 
 from helpers import TOLERANCES, assert_close
 from minialign.backends import BACKENDS as BACKEND_NAMES
@@ -49,8 +50,8 @@ BACKENDS = [
 # The two backends that are Python modules of NumPy functions, with their own erf and activations.
 MODULE_BACKENDS = {"reference": reference, "numpy": numpy_backend}
 # transformers' activation names -> torch's functions (the spec each backend is held to).
-TORCH_ACTIVATIONS = {"gelu": F.gelu, "gelu_new": functools.partial(F.gelu, approximate="tanh"),
-                     "relu": F.relu, "silu": F.silu, "swish": F.silu}
+# Every activation name, as transformers computes it: its own table (transformers.activations.ACT2FN).
+TORCH_ACTIVATIONS = {name: ACT2FN[name] for name in contract.ACTIVATION_NAMES}
 
 
 @functools.cache
@@ -213,6 +214,16 @@ def test_activations_hand_values(backend):
     assert_close(act["silu"](x), [-1 / (1 + math.e), 0.0, 2 / (1 + math.exp(-2))], atol=1e-7, rtol=1e-6)
     # x * Phi(x): Phi(-1) = 0.15865525393145707, Phi(2) = 0.9772498680518208 (tables).
     assert_close(act["gelu"](x), [-0.15865525393145707, 0.0, 1.9544997361036416], atol=1e-7, rtol=1e-6)
+    big = np.array([-1.0, 0.0, 2.0, 7.0], np.float32)
+    assert_close(act["relu6"](big), [0.0, 0.0, 2.0, 6.0], atol=0, rtol=0)
+    assert_close(act["relu2"](big), [0.0, 0.0, 4.0, 49.0], atol=0, rtol=0)
+    assert_close(act["leaky_relu"](big), [-0.01, 0.0, 2.0, 7.0], atol=1e-9, rtol=0)
+    # hardswish: x relu6(x + 3) / 6 = -1 * 2 / 6, 0, 2 * 5 / 6, and x itself once x + 3 >= 6.
+    assert_close(act["hardswish"](big), [-1 / 3, 0.0, 5 / 3, 7.0], atol=1e-7, rtol=1e-6)
+    # quick_gelu at 2: 2 sigmoid(3.404); mish at 0: 0; softplus(0) = ln 2.
+    assert_close(act["quick_gelu"](x)[2], 2 / (1 + math.exp(-3.404)), atol=0, rtol=1e-6)
+    assert_close(act["sqrtsoftplus"](x)[1], math.sqrt(math.log(2)), atol=0, rtol=1e-6)
+    assert act["mish"](x)[1] == 0.0 and act["linear"](x) is x
 
 
 @pytest.mark.parametrize("backend", sorted(MODULE_BACKENDS))
@@ -221,7 +232,7 @@ def test_activations_match_torch(backend, x):
     act = MODULE_BACKENDS[backend].ACTIVATIONS
     assert set(act) == set(contract.ACTIVATION_NAMES)
     for name, torch_fn in TORCH_ACTIVATIONS.items():
-        exact = name == "relu"  # a comparison and a select: nothing to round
+        exact = name in ("relu", "relu6", "linear")  # comparisons and selects: nothing to round
         assert_close(act[name](x), torch_fn(t(x)), **(dict(atol=0, rtol=0) if exact else F32), name=name)
         assert act[name](x).dtype == np.float32, name
     assert_close(reference.sigmoid(x), torch.sigmoid(t(x)), **F32, name="sigmoid")
@@ -236,13 +247,19 @@ def test_sigmoid_and_silu_saturate_without_warnings(backend):
         assert_close(MODULE_BACKENDS[backend].ACTIVATIONS["silu"](x), [0.0, 0.0, 90.0, 1000.0], atol=1e-35, rtol=0)
 
 
-def test_activation_names_are_the_configs():
-    """The contract accepts every hidden_act a text config accepts, spelled as transformers does."""
-    from minialign import AlignTextConfig
+def test_activation_names_are_the_configs_and_transformers_table():
+    """Both towers' configs accept exactly the contract's names, which are every entry of
+    transformers' ACT2FN but the two with learned weights (refused, saying so)."""
+    from minialign import AlignTextConfig, AlignVisionConfig
 
-    assert set(AlignTextConfig.SUPPORTED_ACTIVATIONS) <= set(contract.ACTIVATION_NAMES)
-    assert set(contract.ACTIVATION_NAMES) - set(AlignTextConfig.SUPPORTED_ACTIVATIONS) <= {"swish"}  # silu's alias
-    assert set(reference.ACTIVATIONS) == set(contract.ACTIVATION_NAMES)
+    assert AlignTextConfig.SUPPORTED_ACTIVATIONS == AlignVisionConfig.SUPPORTED_ACTIVATIONS == contract.ACTIVATION_NAMES
+    assert set(reference.ACTIVATIONS) == set(contract.ACTIVATION_NAMES) == set(numpy_backend.ACTIVATIONS)
+    assert set(ACT2FN) == set(contract.ACTIVATION_NAMES) | set(contract.LEARNED_ACTIVATIONS), \
+        f"transformers' activation table changed: {sorted(set(ACT2FN) ^ set(contract.ACTIVATION_NAMES))}"
+    for name in contract.LEARNED_ACTIVATIONS:
+        assert list(ACT2FN[name].parameters()), name  # why they are refused
+    for name in contract.ACTIVATION_NAMES:
+        assert not list(ACT2FN[name].parameters()), name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,8 +564,8 @@ def test_pointwise_conv_matches_torch(backend, b, cin, cout, h, w, has_bias, act
     residual = randn(rng, b, h, w, cout) if has_residual else None
     xt = nchw(x) if gate is None else nchw(x) * t(gate)[:, :, None, None]
     expected = F.conv2d(xt, t(weight), None if bias is None else t(bias))
-    if activation == "silu":
-        expected = F.silu(expected)
+    if activation is not None:
+        expected = TORCH_ACTIVATIONS[activation](expected)
     if residual is not None:
         expected = expected + nchw(residual)
     out = call(backend, "pointwise_conv", x, weight, bias, activation=activation, input_scale=gate, residual=residual)
@@ -593,8 +610,8 @@ def test_depthwise_conv2d_matches_torch(backend, b, c, has_bias, activation, dat
     bias = randn(rng, c) if has_bias else None
     expected = F.conv2d(F.pad(nchw(x), (left, right, top, bottom)), t(weight), None if bias is None else t(bias),
                         stride=stride, groups=c)  # groups = C: each channel its own filter
-    if activation == "silu":
-        expected = F.silu(expected)
+    if activation is not None:
+        expected = TORCH_ACTIVATIONS[activation](expected)
     out = call(backend, "depthwise_conv2d", x, weight, stride, padding, bias=bias, activation=activation)
     assert_close(out, nhwc(expected), **F32, name="depthwise")
     out, means = call(backend, "depthwise_conv2d", x, weight, stride, padding, bias=bias, activation=activation,
@@ -637,39 +654,43 @@ def test_squeeze_excite_gate_hand_case(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(b=tiny_sizes, c=small_sizes, s=st.sampled_from([1, 2, 5]), seed=seeds)
-def test_squeeze_excite_gate_matches_torch(backend, b, c, s, seed):
+@given(b=tiny_sizes, c=small_sizes, s=st.sampled_from([1, 2, 5]), activation=st.sampled_from(contract.ACTIVATION_NAMES),
+       seed=seeds)
+def test_squeeze_excite_gate_matches_torch(backend, b, c, s, activation, seed):
     rng = np.random.default_rng(seed)
     pooled = randn(rng, b, c, scale=2.0)
     w_r, b_r, w_e, b_e = randn(rng, s, c, 1, 1), randn(rng, s), randn(rng, c, s, 1, 1), randn(rng, c)
-    hidden = F.silu(F.linear(t(pooled), t(w_r[:, :, 0, 0]), t(b_r)))  # [B, S]
+    hidden = TORCH_ACTIVATIONS[activation](F.linear(t(pooled), t(w_r[:, :, 0, 0]), t(b_r)))  # [B, S]
     expected = torch.sigmoid(F.linear(hidden, t(w_e[:, :, 0, 0]), t(b_e)))
-    gate = call(backend, "squeeze_excite_gate", pooled, w_r, b_r, w_e, b_e)
+    gate = call(backend, "squeeze_excite_gate", pooled, w_r, b_r, w_e, b_e, activation=activation)
     assert_close(gate, expected, **F32)
     assert ((gate >= 0) & (gate <= 1)).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(c=st.sampled_from([1, 4, 12]), se=st.sampled_from([1, 3]), seed=seeds)
-def test_squeeze_excite_matches_transformers_layer(backend, c, se, seed):
+@given(c=st.sampled_from([1, 4, 12]), se=st.sampled_from([1, 3]), act=st.sampled_from(["swish", "gelu", "relu6"]),
+       seed=seeds)
+def test_squeeze_excite_matches_transformers_layer(backend, c, se, act, seed):
     """The whole squeeze-excitation as the vision tower computes it -- the means, the gate op,
-    the product -- against transformers' AlignVisionSqueezeExciteLayer with random weights."""
+    the product -- against transformers' AlignVisionSqueezeExciteLayer with random weights, whose
+    reduce activation is the config's hidden_act."""
     from transformers import AlignVisionConfig
     from transformers.models.align.modeling_align import AlignVisionSqueezeExciteLayer
 
     from reference import randomize_
 
-    config = AlignVisionConfig(squeeze_expansion_ratio=se / c)
+    config = AlignVisionConfig(squeeze_expansion_ratio=se / c, hidden_act=act)
     module = randomize_(AlignVisionSqueezeExciteLayer(config, in_dim=c, expand_dim=c), seed=seed % 1000)
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, c, 5, 6)).astype(np.float32))
     with torch.no_grad():
         expected = nhwc(module(x))
     p = {k: v.numpy() for k, v in module.state_dict().items()}
     weights = p["reduce.weight"], p["reduce.bias"], p["expand.weight"], p["expand.bias"]
-    gate = call(backend, "squeeze_excite_gate", nhwc(x).mean(axis=(1, 2)), *weights)
+    gate = call(backend, "squeeze_excite_gate", nhwc(x).mean(axis=(1, 2)), *weights, activation=act)
     assert_close(nhwc(x) * gate[:, None, None, :], expected, **F32)
     if backend == "reference":  # and the reference's one-function spelling of the same
-        assert_close(reference.squeeze_excite(nhwc(x), *weights), expected, **F32, name="reference.squeeze_excite")
+        assert_close(reference.squeeze_excite(nhwc(x), *weights, activation=act), expected, **F32,
+                     name="reference.squeeze_excite")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -700,9 +721,11 @@ def test_global_pool_matches_transformers_pooler(backend, kind, h, seed):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_linear_names_the_accepted_activations(backend):
     x, w = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
-    message = "activation 'tanh' is not supported; use one of ['gelu', 'gelu_new', 'relu', 'silu', 'swish'] or None"
+    message = f"activation 'gelu_2' is not supported; use one of {sorted(contract.ACTIVATION_NAMES)} or None"
     with pytest.raises(ValueError, match=re.escape(message)):
-        call(backend, "linear", x, w, None, "tanh")
+        call(backend, "linear", x, w, None, "gelu_2")
+    with pytest.raises(ValueError, match=re.escape("activation 'prelu' is not supported (it has learned weights")):
+        call(backend, "linear", x, w, None, "prelu")
 
 
 CONV_CALLS = {  # op -> (arguments, on a [1, 5, 5, 2] input), each with its weight
@@ -715,11 +738,12 @@ CONV_CALLS = {  # op -> (arguments, on a [1, 5, 5, 2] input), each with its weig
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(CONV_CALLS))
 def test_convolutions_name_the_accepted_activations(backend, op):
-    """A convolution's epilogue is SiLU or nothing (contract.CONV_ACTIVATIONS); GELU, which a
-    linear layer accepts, is refused rather than silently computed or ignored."""
+    """A convolution's epilogue takes every activation name or nothing (contract.CONV_ACTIVATIONS);
+    any other name is refused rather than silently computed or ignored."""
     args = CONV_CALLS[op](np.ones((1, 5, 5, 2), np.float32))
-    with pytest.raises(ValueError, match=re.escape("activation 'gelu' is not supported; use one of ['silu'] or None")):
-        call(backend, op, *args, activation="gelu")
+    message = f"activation 'Swish' is not supported; use one of {sorted(contract.ACTIVATION_NAMES)} or None"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(backend, op, *args, activation="Swish")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -765,7 +789,8 @@ def _sped_up_case(op: str, draw, rng):
     if op == "linears":  # three projections of one input, of different widths
         prepared = reference.prepare_linears([randn(rng, n, c) for n in (w, h, 2)], [randn(rng, n) for n in (w, h, 2)])
         return (randn(rng, b, h, c), prepared), {}
-    fused = dict(bias=randn(rng, c), activation="silu") if draw(st.booleans()) else {}
+    fused = dict(bias=randn(rng, c), activation=draw(st.sampled_from(contract.ACTIVATION_NAMES))) \
+        if draw(st.booleans()) else {}
     if op == "conv2d":
         padding = draw(st.sampled_from([(0, 1, 0, 1), (1, 1, 1, 1)]))
         return (randn(rng, b, h, w, 3), randn(rng, c, 3, 3, 3), draw(st.sampled_from([1, 2])), padding), fused

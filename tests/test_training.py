@@ -29,10 +29,14 @@ def _batch(rng, B, T, size):
     return input_ids, attention_mask, pixel_values
 
 
-def test_gradients_match_transformers():
+@pytest.mark.parametrize("text_act, vision_act", [("gelu", "swish"),  # ALIGN's own
+                                                   ("quick_gelu", "gelu_pytorch_tanh")])  # two other pairs
+def test_gradients_match_transformers(text_act, vision_act):
     from transformers import AlignConfig, AlignModel
 
-    hf = randomize_(AlignModel(AlignConfig(text_config=TEXT, vision_config=VISION, projection_dim=80)), seed=5)
+    hf = randomize_(AlignModel(AlignConfig(text_config={**TEXT, "hidden_act": text_act},
+                                           vision_config={**VISION, "hidden_act": vision_act}, projection_dim=80)),
+                    seed=5)
     with torch.no_grad():
         hf.temperature.fill_(0.3)
     params = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items() if not k.endswith("num_batches_tracked")}
@@ -101,6 +105,18 @@ def test_forward_backward_refuses_dropout_it_does_not_implement(field):
     rng = np.random.default_rng(0)
     input_ids, attention_mask, pixel_values = _batch(rng, 2, 5, config.vision_config.image_size)
     with pytest.raises(ValueError, match=rf"without dropout and drop-connect; set these to 0: {field}=0.2"):
+        forward_backward(init_params(config), config, input_ids, attention_mask, pixel_values)
+
+
+@pytest.mark.parametrize("tower", ["text_config", "vision_config"])
+def test_an_activation_without_a_backward_is_refused_before_any_work(tower):
+    """mish runs (every backend has it) but has no backward here: training says so, naming the field."""
+    config = nano_config(vocab_size=30)
+    getattr(config, tower).hidden_act = "mish"
+    input_ids, attention_mask, pixel_values = _batch(np.random.default_rng(0), 2, 5, 48)
+    with pytest.raises(ValueError, match=rf"{tower}.hidden_act='mish': minialign can run this activation but has no "
+                                         r"backward pass for it, so it cannot train the model; activations it can "
+                                         r"train: \['gelu'"):
         forward_backward(init_params(config), config, input_ids, attention_mask, pixel_values)
 
 

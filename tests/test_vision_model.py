@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import reference
 from helpers import TOLERANCES, assert_close, max_abs_error
 from minialign import AlignVisionConfig, AlignVisionModel, CheckpointError
+from minialign.backends.contract import ACTIVATION_NAMES
 from minialign.vision_model import block_specs, round_filters
 
 F32 = TOLERANCES["float32"]
@@ -50,11 +51,14 @@ def test_align_base_block_table():
     pooling=st.sampled_from(["mean", "max"]),
     size=st.integers(33, 48),  # five stride-2 stages: smaller inputs vanish (tested below)
     batch=st.integers(1, 2),
+    act=st.sampled_from(ACTIVATION_NAMES),  # transformers applies it in four places per block
+    kernels=st.sampled_from([[3, 3, 5, 3, 5, 5, 3], [2, 4, 5, 3, 6, 5, 3]]),  # even sizes: asymmetric "same"
     seed=st.integers(0, 2**31),
 )
-def test_matches_transformers_on_small_configs(tmp_path_factory, width, depth, padding, pooling, size, batch, seed):
+def test_matches_transformers_on_small_configs(tmp_path_factory, width, depth, padding, pooling, size, batch, act,
+                                               kernels, seed):
     hf = _hf_vision(seed % 1000, width_coefficient=width, depth_coefficient=depth, depthwise_padding=padding,
-                    pooling_type=pooling, hidden_dim=64)
+                    pooling_type=pooling, hidden_dim=64, hidden_act=act, kernel_sizes=kernels)
     directory = tmp_path_factory.mktemp("vision")
     x = np.random.default_rng(seed).uniform(-1, 1, (batch, 3, size, size + 3)).astype(np.float32)
     with torch.no_grad():
@@ -175,3 +179,20 @@ def tiny():
 def test_bad_inputs_are_clear_errors(tiny, x, message):
     with pytest.raises(ValueError, match=message):
         tiny(x)
+
+
+def test_a_map_wider_than_the_pooling_window_is_refused_as_transformers_fails(tmp_path):
+    """transformers pools with a hidden_dim x hidden_dim window (AvgPool2d, ceil_mode): a last map
+    wider than that pools to several windows and its reshape to [B, C] fails; minialign says why."""
+    hf = _hf_vision(width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=4)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 161, 161)).astype(np.float32)  # last map 5x5
+    with pytest.raises(RuntimeError), torch.no_grad():
+        hf(torch.from_numpy(x))
+    ours = _ours(hf, tmp_path)
+    with pytest.raises(ValueError, match=r"the last feature map is 5x5, larger than the pooling window hidden_dim=4: "
+                                         r"transformers' ALIGN pools with a hidden_dim-wide window"):
+        ours(x)
+    small = x[:, :, :129, :129]  # last map 4x4: one window, the whole map, in both
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(np.ascontiguousarray(small))).pooler_output
+    assert_close(ours(small).pooler_output, expected, **F32, name="pooler_output at the window's size")

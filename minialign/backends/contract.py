@@ -42,18 +42,31 @@ import numpy as np
 Array = Any  # the backend's array type (numpy.ndarray, torch.Tensor)
 Padding = tuple[int, int, int, int]  # (top, bottom, left, right) zeros around H and W
 
-# The activation names a linear layer accepts (config.hidden_act), transformers' spelling. Every
-# backend accepts all of them; the reference defines each one (reference.ACTIVATIONS).
-ACTIVATION_NAMES = ("gelu", "gelu_new", "relu", "silu", "swish")
-# What a convolution's epilogue accepts: the vision tower uses SiLU (or nothing) after each conv.
-CONV_ACTIVATIONS = (None, "silu")
+# The activation names a layer accepts (config.hidden_act), in transformers' spelling: every
+# entry of transformers' ACT2FN table that is a fixed elementwise function. Every backend accepts
+# all of them, after a linear layer and after a convolution alike (transformers' EfficientNet
+# applies hidden_act after the stem, the expansion and the depthwise conv, and inside the
+# squeeze-excitation); the reference defines each one (reference.ACTIVATIONS). Several names
+# are one function under two spellings (swish = silu, gelu_python = gelu, the tanh GELUs).
+ACTIVATION_NAMES = (
+    "gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_accurate", "gelu_fast",
+    "gelu_10", "quick_gelu", "relu", "relu2", "relu6", "leaky_relu", "silu", "swish", "hardswish", "mish",
+    "tanh", "sigmoid", "laplace", "sqrtsoftplus", "linear",
+)
+# ACT2FN entries that are modules with learned weights of their own (a checkpoint would carry
+# them under ...intermediate_act_fn.weight); no ALIGN checkpoint has them and minialign has no
+# place for them, so a config naming one is refused with this reason.
+LEARNED_ACTIVATIONS = ("prelu", "xielu")
+# What a convolution's epilogue accepts: the same names, or nothing.
+CONV_ACTIVATIONS = (None, *ACTIVATION_NAMES)
 
 
 def check_activation(activation: str | None, allowed=ACTIVATION_NAMES, *, none_ok: bool = True) -> None:
     """Raise a ValueError naming ``activation`` and the accepted names unless it is one of them."""
     if (activation is None and none_ok) or activation in allowed:
         return
-    raise ValueError(f"activation {activation!r} is not supported; use one of {sorted(a for a in allowed if a)}"
+    why = " (it has learned weights, which ALIGN checkpoints do not carry)" if activation in LEARNED_ACTIVATIONS else ""
+    raise ValueError(f"activation {activation!r} is not supported{why}; use one of {sorted(a for a in allowed if a)}"
                      + (" or None" if none_ok else ""))
 
 
@@ -161,9 +174,10 @@ class Ops(Protocol):
         over pixels (the squeeze of the squeeze-excitation that follows)."""
 
     def squeeze_excite_gate(self, pooled: Array, w_reduce: Array, b_reduce: Array, w_expand: Array,
-                            b_expand: Array) -> Array:
+                            b_expand: Array, *, activation: str = "silu") -> Array:
         # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
-        """sigmoid(W_e silu(W_r s + b_r) + b_e): one factor in (0, 1) per image and channel."""
+        """sigmoid(W_e act(W_r s + b_r) + b_e): one factor in (0, 1) per image and channel; ``act``
+        is the tower's hidden_act (SiLU in every ALIGN checkpoint), one of ACTIVATION_NAMES."""
 
     def global_pool(self, x: Array, kind: str) -> Array:  # [B, H, W, C] -> [B, C] float32
         """Mean (``kind="mean"``) or max over all pixels."""

@@ -144,7 +144,8 @@ def silu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
         return x / (1 + np.exp(-x))
 
 
-ACTIVATIONS = {**reference.ACTIVATIONS, "gelu": gelu, "silu": silu, "swish": silu}
+# The two activations ALIGN's checkpoints use are sped up; the rest are the reference's functions.
+ACTIVATIONS = {**reference.ACTIVATIONS, "gelu": gelu, "gelu_python": gelu, "silu": silu, "swish": silu}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,7 +281,8 @@ def bias_act(y: np.ndarray, bias: np.ndarray | None = None, activation: str | No
     """act(y + bias) + residual: the epilogue of every convolution in the vision tower (its
     batchnorm folded into the weights leaves a per-channel bias; see fold_batch_norm).
 
-    ``activation`` is None or "silu". Writes into ``out`` (which may be ``y`` itself, to work in
+    ``activation`` is None or a name of ACTIVATIONS (SiLU in place, the others through their
+    function, band by band). Writes into ``out`` (which may be ``y`` itself, to work in
     place) or a new array. Computed in bands of rows of ~128K elements on all cores
     (``parallel_bands``): each band goes through every step while it is in the CPU cache, instead
     of each step streaming the whole activation through memory. exp, inside SiLU, is the
@@ -306,8 +308,10 @@ def _bias_act_rows(y: np.ndarray, bias, activation, residual, *, out: np.ndarray
         np.add(y, bias, out=out)
     elif not in_place:
         out[...] = y
-    if activation == "silu":
+    if activation in ("silu", "swish"):
         _silu_(out, scratch=np.empty_like(out))
+    elif activation is not None:
+        out[...] = ACTIVATIONS[activation](out)
     if residual is not None:
         out += residual
 

@@ -113,7 +113,78 @@ def silu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
     return x * sigmoid(x)
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_new, "relu": relu, "silu": silu, "swish": silu}
+# The rest of transformers' activation table (transformers/activations.py, ACT2FN). ALIGN's
+# checkpoints use only "gelu" (the text tower) and "swish" (the vision tower); a config may name
+# any of these, and each is one line of math.
+
+
+def quick_gelu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """GELU through a sigmoid (CLIP's "quick_gelu"): x * sigmoid(1.702 x)."""
+    return x * sigmoid(np.float32(1.702) * x)
+
+
+def gelu_10(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """GELU clipped to [-10, 10] (for quantisation): clip(gelu(x), -10, 10)."""
+    return np.clip(gelu(x), -10, 10)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """min(max(x, 0), 6) (MobileNet's)."""
+    return np.clip(x, 0, 6)
+
+
+def relu2(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """Squared ReLU: max(x, 0)^2."""
+    return relu(x) ** 2
+
+
+def leaky_relu(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """x for x > 0, 0.01 x otherwise (torch's default negative slope)."""
+    return np.where(x > 0, x, np.float32(0.01) * x)
+
+
+def hardswish(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """SiLU with a piecewise-linear gate (MobileNetV3): x * relu6(x + 3) / 6."""
+    return x * relu6(x + 3) / 6
+
+
+def softplus(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """log(1 + exp(x)), written max(x, 0) + log(1 + exp(-|x|)) so that exp never overflows."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def mish(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """x * tanh(softplus(x)) (Misra 2019)."""
+    return x * np.tanh(softplus(x))
+
+
+def sqrtsoftplus(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """sqrt(softplus(x))."""
+    return np.sqrt(softplus(x))
+
+
+def laplace(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """The Gaussian CDF of N(mu, sigma^2) at x, with transformers' mu = 0.707107 and sigma = 0.282095:
+    0.5 (1 + erf((x - mu) / (sigma sqrt 2)))."""
+    return np.float32(0.5) * (1 + erf((x - np.float32(0.707107)) / np.float32(0.282095 * math.sqrt(2))))
+
+
+def identity(x: np.ndarray) -> np.ndarray:  # [...] -> [...]
+    """x (transformers' "linear" activation)."""
+    return x
+
+
+# Name -> function, transformers' spelling (contract.ACTIVATION_NAMES). Several names are one
+# function: "swish" is SiLU; "gelu_python" is the erf GELU written out; "gelu_pytorch_tanh",
+# "gelu_python_tanh", "gelu_accurate" and "gelu_fast" are the tanh approximation of gelu_new,
+# written in other orders (the same value to float32 rounding).
+ACTIVATIONS = {
+    "gelu": gelu, "gelu_python": gelu, "gelu_new": gelu_new, "gelu_pytorch_tanh": gelu_new,
+    "gelu_python_tanh": gelu_new, "gelu_accurate": gelu_new, "gelu_fast": gelu_new, "gelu_10": gelu_10,
+    "quick_gelu": quick_gelu, "relu": relu, "relu2": relu2, "relu6": relu6, "leaky_relu": leaky_relu,
+    "silu": silu, "swish": silu, "hardswish": hardswish, "mish": mish, "tanh": tanh, "sigmoid": sigmoid,
+    "laplace": laplace, "sqrtsoftplus": sqrtsoftplus, "linear": identity,
+}
 
 
 def _bias_act(y: np.ndarray, bias: np.ndarray | None, activation: str | None) -> np.ndarray:
@@ -316,25 +387,26 @@ def fold_batch_norm(conv_weight: np.ndarray, weight, bias, running_mean, running
     return (conv_weight * scale[:, None, None, None]).astype(np.float32), shift.astype(np.float32)
 
 
-def squeeze_excite_gate(pooled: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
+def squeeze_excite_gate(pooled: np.ndarray, w_reduce, b_reduce, w_expand, b_expand, *,
+                        activation: str = "silu") -> np.ndarray:
     # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
-    """g = sigmoid(W_e silu(W_r s + b_r) + b_e): a factor in (0, 1) per (image, channel) from the
-    image's channel means s (see squeeze_excite)."""
-    hidden = silu(linear(pooled, w_reduce[:, :, 0, 0], b_reduce))  # [B, S]
+    """g = sigmoid(W_e act(W_r s + b_r) + b_e): a factor in (0, 1) per (image, channel) from the
+    image's channel means s (see squeeze_excite); ``act`` is the tower's hidden_act, SiLU in ALIGN."""
+    hidden = linear(pooled, w_reduce[:, :, 0, 0], b_reduce, activation)  # [B, S]
     return sigmoid(linear(hidden, w_expand[:, :, 0, 0], b_expand))
 
 
-def squeeze_excite(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand) -> np.ndarray:
+def squeeze_excite(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand, *, activation: str = "silu") -> np.ndarray:
     # [B, H, W, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, H, W, C]
     """Squeeze-and-excitation (Hu et al. 2018): reweight channels by a gate from the whole image.
 
         s = mean_{y, x} x[b, y, x, :]                  squeeze     [B, C]
-        g = sigmoid(W_e silu(W_r s + b_r) + b_e)       excite      [B, C]
+        g = sigmoid(W_e silu(W_r s + b_r) + b_e)       excite      [B, C]   (silu: the tower's hidden_act)
         out[b, y, x, c] = x[b, y, x, c] * g[b, c]
 
     The vision tower computes it in pieces: s with depthwise_conv2d(return_means=True), g with
     squeeze_excite_gate, and the product inside the next pointwise_conv (``input_scale``)."""
-    gate = squeeze_excite_gate(x.mean(axis=(1, 2)), w_reduce, b_reduce, w_expand, b_expand)
+    gate = squeeze_excite_gate(x.mean(axis=(1, 2)), w_reduce, b_reduce, w_expand, b_expand, activation=activation)
     return x * gate[:, None, None, :]
 
 

@@ -54,6 +54,16 @@ counts them). What used to cost a torch kernel per block and forward is made onc
 What is left is host time per launch, which ``cuda_graphs=True`` (``minialign/cuda_graphs.py``)
 removes by replaying a captured forward.
 
+Activations (``config.hidden_act``, every name of ``contract.ACTIVATION_NAMES``):
+
+| activation                                   | runs in                                              |
+| -------------------------------------------- | ---------------------------------------------------- |
+| gelu, gelu_python                            | the GEMM epilogue (``"gelu"``); torch after the stem |
+| gelu_new and the other tanh GELUs            | the GEMM epilogue (``"gelu_tanh"``); torch elsewhere |
+| silu, swish                                  | every epilogue: GEMM, depthwise conv, SE gate        |
+| every other name (relu, tanh, mish, ...)     | a separate torch elementwise step, in float32, after |
+|                                              | the GEMM / conv (and the SE gate in torch)           |
+
 Under ``TRITON_INTERPRET=1`` the kernels run on the CPU in float32 (the interpreter emulates the
 GPU with NumPy), which is how CI checks this backend against the NumPy one.
 """
@@ -61,6 +71,7 @@ GPU with NumPy), which is how CI checks this backend against the NumPy one.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -69,9 +80,38 @@ import numpy as np
 from ..kernels._checks import INTERPRETED
 from .contract import CONV_ACTIVATIONS, check_activation
 
-# transformers' activation names -> the GEMM epilogue's; the others are applied by torch after the
-# GEMM (relu).
-_GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_new": "gelu_tanh", "silu": "silu", "swish": "silu"}
+# transformers' activation names -> the GEMM epilogue's (kernels.gemm.ACTIVATIONS); every other
+# name runs after the GEMM as a torch elementwise step (_torch_activation).
+_GEMM_ACTIVATIONS = {None: None, "gelu": "gelu", "gelu_python": "gelu", "silu": "silu", "swish": "silu",
+                     **dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_accurate",
+                                      "gelu_fast"), "gelu_tanh")}
+# What the depthwise-conv and squeeze-excitation kernels fuse: SiLU, EfficientNet's activation.
+_KERNEL_SILU = ("silu", "swish")
+
+
+def _torch_activation(activation: str | None, y):
+    """``activation`` (a name of contract.ACTIVATION_NAMES, or None) applied to ``y`` by torch, in
+    float32 (as the kernels' epilogues compute), returned in ``y``'s dtype: the step after a GEMM
+    or convolution whose epilogue does not have that activation (the formulas: reference.py)."""
+    if activation is None or activation == "linear":
+        return y
+    return _torch_activation_functions()[activation](y.float()).to(y.dtype)
+
+
+@functools.cache
+def _torch_activation_functions() -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+    return {
+        "gelu": F.gelu, "gelu_python": F.gelu, "gelu_10": lambda t: F.gelu(t).clamp(-10, 10),
+        "quick_gelu": lambda t: t * torch.sigmoid(1.702 * t), "relu": F.relu, "relu2": lambda t: F.relu(t) ** 2,
+        "relu6": F.relu6, "leaky_relu": F.leaky_relu, "silu": F.silu, "swish": F.silu, "hardswish": F.hardswish,
+        "mish": F.mish, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "sqrtsoftplus": lambda t: F.softplus(t).sqrt(),
+        "laplace": lambda t: 0.5 * (1 + torch.erf((t - 0.707107) / (0.282095 * math.sqrt(2)))),
+        **dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_accurate", "gelu_fast"), gelu_tanh),
+    }
 
 
 def _index_dtype(dtype):
@@ -218,14 +258,13 @@ class TritonOps:
 
     def linear(self, x, weight, bias=None, activation: str | None = None):
         # [..., in], [out, in], [out] -> [..., out]
-        import torch
-
         from ..kernels.gemm import gemm
 
         check_activation(activation)
-        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, activation=_GEMM_ACTIVATIONS.get(activation))
-        if activation == "relu":
-            y = torch.relu(y)
+        fused = _GEMM_ACTIVATIONS.get(activation)
+        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, activation=fused)
+        if activation not in _GEMM_ACTIVATIONS:  # not in the epilogue: a torch step after it
+            y = _torch_activation(activation, y)
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     def prepare_linears(self, weights, biases) -> ConcatenatedLinears:
@@ -290,20 +329,24 @@ class TritonOps:
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
         y = F.conv2d(x, weight, bias, stride=stride)
-        if activation == "silu":
-            y = F.silu(y, inplace=True)
+        y = F.silu(y, inplace=True) if activation in _KERNEL_SILU else _torch_activation(activation, y)
         return self.nchw_to_nhwc(y)  # no copy when y is channels-last already
 
     def pointwise_conv(self, x, weight, bias=None, *, activation=None, input_scale=None, residual=None):
         # [B, H, W, Cin], [Cout, Cin, 1, 1] -> [B, H, W, Cout]
         from ..kernels.gemm import gemm
 
-        check_activation(activation, CONV_ACTIVATIONS)  # the GEMM would also take "gelu": refuse it here
+        check_activation(activation, CONV_ACTIVATIONS)
         B, H, W, Cin = x.shape
         Cout = weight.shape[0]
-        y = gemm(x.reshape(-1, Cin), weight, bias=bias, activation=activation,
-                 residual=None if residual is None else residual.reshape(-1, Cout),
+        fused = activation in _GEMM_ACTIVATIONS
+        residual = None if residual is None else residual.reshape(-1, Cout)
+        y = gemm(x.reshape(-1, Cin), weight, bias=bias, activation=_GEMM_ACTIVATIONS.get(activation),
+                 residual=residual if fused else None,  # the residual comes after the activation
                  a_scale=input_scale, rows_per_image=None if input_scale is None else H * W)
+        if not fused:
+            y = _torch_activation(activation, y)
+            y = y if residual is None else y + residual
         return y.reshape(B, H, W, Cout)
 
     def depthwise_conv2d(self, x, weight, stride: int = 1, padding=(0, 0, 0, 0), *, bias=None,
@@ -317,18 +360,30 @@ class TritonOps:
         C = x.shape[-1]
         # The kernel's batchnorm is (scale, shift); folded into the weights, it is (1, bias).
         shift = self._constant(0.0, C) if bias is None else bias if bias.dtype == torch.float32 else bias.float()
+        fused = activation is None or activation in _KERNEL_SILU  # the kernel's epilogue has SiLU only
         y, sums = depthwise_conv_bn_silu(x, weight, self._constant(1.0, C), shift, stride=stride,
                                          padding=tuple(int(p) for p in padding),
-                                         activation=activation == "silu", return_sums=return_means)
+                                         activation=activation in _KERNEL_SILU, return_sums=return_means and fused)
+        if not fused:  # the activation as a torch step, and the sums of its output
+            y = _torch_activation(activation, y)
+            sums = y.float().sum(dim=(1, 2)) if return_means else None
         return (y, PixelSums(sums, y.shape[1] * y.shape[2])) if return_means else y
 
-    def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand):
+    def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand, *, activation: str = "silu"):
         # [B, C] means (or PixelSums) -> [B, C] float32 gate
+        import torch
+
         from ..kernels.se_gate import se_gate
 
-        if isinstance(pooled, PixelSums):  # the depthwise kernel's sums: se_gate divides by the pixels
-            return se_gate(pooled.sums, pooled.pixels, w_reduce, b_reduce, w_expand, b_expand)
-        return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
+        check_activation(activation, none_ok=False)
+        if activation in _KERNEL_SILU:
+            if isinstance(pooled, PixelSums):  # the depthwise kernel's sums: se_gate divides by the pixels
+                return se_gate(pooled.sums, pooled.pixels, w_reduce, b_reduce, w_expand, b_expand)
+            return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
+        # Another activation: the gate's two small matrix products in torch, in float32.
+        means = pooled.means() if isinstance(pooled, PixelSums) else pooled.float()
+        hidden = _torch_activation(activation, means @ w_reduce.flatten(1).float().T + b_reduce.float())
+        return torch.sigmoid(hidden @ w_expand.flatten(1).float().T + b_expand.float())
 
     def global_pool(self, x, kind: str):
         # [B, H, W, C] -> [B, C], float32

@@ -259,10 +259,59 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
     return dout * (cache > 0)
 
 
-# The pair of each activation name of the contract (backends/contract.py's ACTIVATION_NAMES).
-ACTIVATION_PAIRS = {"gelu": (gelu_forward, gelu_backward), "gelu_new": (gelu_new_forward, gelu_new_backward),
-                    "relu": (relu_forward, relu_backward), "silu": (silu_forward, silu_backward),
-                    "swish": (silu_forward, silu_backward)}
+def quick_gelu_forward(x: np.ndarray):  # [...] -> [...]
+    """y = x sigma(1.702 x) (``reference.quick_gelu``)."""
+    return fast.ACTIVATIONS["quick_gelu"](x), x
+
+
+def quick_gelu_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
+    """With s = sigma(a x), a = 1.702: d/dx [x s] = s + a x s (1 - s)."""
+    x = cache
+    s = reference.sigmoid(np.float32(1.702) * x)
+    return dout * s * (1 + np.float32(1.702) * x * (1 - s))
+
+
+def relu6_forward(x: np.ndarray):  # [...] -> [...]
+    """y = min(max(x, 0), 6) (``reference.relu6``)."""
+    return fast.ACTIVATIONS["relu6"](x), x
+
+
+def relu6_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
+    """1 where 0 < x < 6, else 0 (torch's choice at the two corners)."""
+    return dout * ((cache > 0) & (cache < 6))
+
+
+def identity_forward(x: np.ndarray):  # [...] -> [...]
+    """y = x (transformers' "linear" activation)."""
+    return x, None
+
+
+def identity_backward(dout: np.ndarray, cache) -> np.ndarray:  # [...] -> dx [...]
+    return dout
+
+
+# The pair of each activation name of the contract (backends/contract.py's ACTIVATION_NAMES) that
+# training supports; aliases share their function's pair. The other names (mish, hardswish, ...)
+# have no backward here: activation_pair refuses them, and so does training.
+_GELU_TANH = (gelu_new_forward, gelu_new_backward)
+ACTIVATION_PAIRS = {
+    "gelu": (gelu_forward, gelu_backward), "gelu_python": (gelu_forward, gelu_backward),
+    "gelu_new": _GELU_TANH, "gelu_pytorch_tanh": _GELU_TANH, "gelu_python_tanh": _GELU_TANH,
+    "gelu_accurate": _GELU_TANH, "gelu_fast": _GELU_TANH, "quick_gelu": (quick_gelu_forward, quick_gelu_backward),
+    "relu": (relu_forward, relu_backward), "relu6": (relu6_forward, relu6_backward),
+    "silu": (silu_forward, silu_backward), "swish": (silu_forward, silu_backward),
+    "tanh": (tanh_forward, tanh_backward), "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "linear": (identity_forward, identity_backward),
+}
+
+
+def activation_pair(name: str):
+    """(forward, backward) of the activation ``name``; a ValueError naming it and the names that
+    have a backward when there is none (the forward-only activations, see ACTIVATION_PAIRS)."""
+    if name not in ACTIVATION_PAIRS:
+        raise ValueError(f"training has no backward pass for the activation {name!r}; "
+                         f"activations minialign can train: {sorted(ACTIVATION_PAIRS)}")
+    return ACTIVATION_PAIRS[name]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -555,25 +604,26 @@ def global_pool_backward(dout: np.ndarray, cache) -> np.ndarray:
     return np.broadcast_to((dout / np.float32(H * W))[:, None, None, :], (B, H, W, C)).copy()
 
 
-def squeeze_excite_forward(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand):
+def squeeze_excite_forward(x: np.ndarray, w_reduce, b_reduce, w_expand, b_expand, *, activation: str = "silu"):
     # [B, H, W, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, H, W, C]
     """Squeeze-and-excitation, the math of ``reference.squeeze_excite``, as a chain of layers, each
     through its forward so that the backward can chain their backwards:
 
         s = mean over pixels of x        [B, C]        global_pool
         z = s W_r^T + b_r                [B, S]        linear
-        h = silu(z)                      [B, S]
+        h = silu(z)                      [B, S]        (``activation``: the tower's hidden_act)
         a = h W_e^T + b_e                [B, C]        linear
         g = sigmoid(a)                   [B, C]
         out = x * g[:, None, None, :]    [B, H, W, C]
     """
+    act_forward, act_backward = activation_pair(activation)
     s, pool_cache = global_pool_forward(x)
     z, reduce_cache = linear_forward(s, w_reduce.reshape(w_reduce.shape[0], -1), b_reduce)
-    h, silu_cache = silu_forward(z)
+    h, act_cache = act_forward(z)
     a, expand_cache = linear_forward(h, w_expand.reshape(w_expand.shape[0], -1), b_expand)
     gate, sigmoid_cache = sigmoid_forward(a)
     out = x * gate[:, None, None, :]
-    return out, (x, gate, pool_cache, reduce_cache, silu_cache, expand_cache, sigmoid_cache)
+    return out, (x, gate, pool_cache, reduce_cache, (act_backward, act_cache), expand_cache, sigmoid_cache)
 
 
 def squeeze_excite_backward(dout: np.ndarray, cache):
@@ -584,16 +634,17 @@ def squeeze_excite_backward(dout: np.ndarray, cache):
         dg[b, c] = sum over pixels of dy * x        (the product's other factor)
         dx       = dy * g  +  (backward of the gate MLP and the mean, from dg)
 
-    where the MLP's backward is sigmoid -> linear -> silu -> linear -> mean, each layer's own.
+    where the MLP's backward is sigmoid -> linear -> silu (the activation) -> linear -> mean, each
+    layer's own.
 
     Returns (dx, dw_reduce, db_reduce, dw_expand, db_expand).
     """
-    x, gate, pool_cache, reduce_cache, silu_cache, expand_cache, sigmoid_cache = cache
+    x, gate, pool_cache, reduce_cache, (act_backward, act_cache), expand_cache, sigmoid_cache = cache
     dx = dout * gate[:, None, None, :]
     dgate = np.einsum("byxc,byxc->bc", dout, x)  # [B, C]
     da = sigmoid_backward(dgate, sigmoid_cache)
     dh, dw_expand, db_expand = linear_backward(da, expand_cache)
-    dz = silu_backward(dh, silu_cache)
+    dz = act_backward(dh, act_cache)
     ds, dw_reduce, db_reduce = linear_backward(dz, reduce_cache)
     dx += global_pool_backward(ds, pool_cache)
     S, C = dw_reduce.shape

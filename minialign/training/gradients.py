@@ -77,7 +77,7 @@ class RecordingOps:
         self._record(y, (x, weight, bias), lambda d: bw.linear_backward(d, cache))
         if activation is None:
             return y
-        forward, backward = bw.ACTIVATION_PAIRS[activation]
+        forward, backward = bw.activation_pair(activation)
         out, act_cache = forward(y)
         return self._record(out, (y,), lambda d: (backward(d, act_cache),))
 
@@ -125,6 +125,25 @@ def _check_no_dropout(config: AlignConfig) -> None:
                          + ", ".join(f"{name}={rate}" for name, rate in asked.items()))
 
 
+def _check_activations(config: AlignConfig) -> None:
+    """Refuse, before any work, a config whose activation has no backward pass here (backward.py's
+    ACTIVATION_PAIRS: the GELUs, SiLU, ReLU, ReLU6, tanh, sigmoid; not mish, hardswish, ...)."""
+    for name, act in (("text_config.hidden_act", config.text_config.hidden_act),
+                      ("vision_config.hidden_act", config.vision_config.hidden_act)):
+        if act not in bw.ACTIVATION_PAIRS:
+            raise ValueError(f"{name}={act!r}: minialign can run this activation but has no backward pass for it, "
+                             f"so it cannot train the model; activations it can train: {sorted(bw.ACTIVATION_PAIRS)}")
+
+
+def check_trainable(config: AlignConfig) -> None:
+    """A ValueError naming the field, before any work, when ``config`` asks for something this
+    training does not do: dropout, an activation without a backward pass, max pooling."""
+    _check_no_dropout(config)
+    _check_activations(config)
+    if config.vision_config.pooling_type != "mean":
+        raise ValueError(f"training supports pooling_type 'mean', got {config.vision_config.pooling_type!r}")
+
+
 def forward_backward(params: dict[str, np.ndarray], config: AlignConfig, input_ids, attention_mask, pixel_values,
                      *, bn_momentum: float = 0.1) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The ALIGN loss of a batch of B (caption i, image i) pairs, its gradients, and the updated
@@ -149,9 +168,7 @@ def forward_backward(params: dict[str, np.ndarray], config: AlignConfig, input_i
     if input_ids.shape[1] > config.text_config.max_position_embeddings:
         raise ValueError(f"input_ids has {input_ids.shape[1]} tokens per caption, more than max_position_embeddings="
                          f"{config.text_config.max_position_embeddings}; tokenize with truncation=True")
-    _check_no_dropout(config)
-    if config.vision_config.pooling_type != "mean":
-        raise ValueError(f"training supports pooling_type 'mean', got {config.vision_config.pooling_type!r}")
+    check_trainable(config)
 
     def tower(prefix: str) -> dict[str, np.ndarray]:
         return {name[len(prefix):]: array for name, array in params.items() if name.startswith(prefix)}

@@ -20,7 +20,7 @@ from ..checkpoint import CheckpointError
 from ..config import AlignConfig, nano_config
 from ..jsonfile import read_json_object
 from ..validation import is_fraction, is_int
-from .gradients import forward_backward
+from .gradients import check_trainable, forward_backward
 from .loop import STATE_FILE, Batch, ShuffledBatches, TrainingInterrupted, load_checkpoint, train_loop
 
 CONFIGS = ("nano",)
@@ -295,6 +295,7 @@ def run_training(
 
     # 3. model
     model_config = nano_config(tokenizer.vocab_size)
+    check_trainable(model_config)  # a config this training cannot do fails here, not at step 1
     max_length = min(MAX_TEXT_LENGTH, model_config.text_config.max_position_embeddings)
 
     def make_batch(indices: np.ndarray) -> Batch:
