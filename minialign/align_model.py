@@ -89,8 +89,10 @@ class AlignModel(PretrainedModel):
           text, however ragged. Each text's [CLS] is its first real token. A text with no real token
           (an all-0 mask row) is an error.
         - ``packed=False``: the texts are sorted by real length and run in buckets of up to
-          ``bucket_size``, each cut to its longest text. The default on the NumPy backends: for any
-          mask the [CLS] is column 0, and an all-0 mask row runs.
+          ``bucket_size``, each cut to its longest text. The default on the NumPy backends, and
+          on the Triton one with ``cuda_graphs=True`` (a bucket's shape repeats, so its forward is
+          captured once and replayed; a packed batch's token count differs from call to call):
+          for any mask the [CLS] is column 0, and an all-0 mask row runs.
 
         A padded key gets exactly zero attention weight, so either way the result is that of the
         padded batch, up to float32 rounding (the matrix products have other shapes). With
@@ -99,7 +101,9 @@ class AlignModel(PretrainedModel):
         run as they are.
         """
         ids, mask, types = self.text_model.check_inputs(input_ids, attention_mask, token_type_ids)
-        if self.ops.PACK_TEXT if packed is None else packed:
+        if packed is None:
+            packed = self.ops.PACK_TEXT and self.text_model.graphs is None
+        if packed:
             text = self.text_model
             batch = text.pack(ids, mask, types)
             x, _, _ = text.encoder(text.embeddings(batch.input_ids, batch.token_type_ids, batch.position_ids), batch)
