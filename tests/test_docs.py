@@ -183,7 +183,7 @@ def _recipe_run_row(folder: Path) -> str:
     varied = ("drawn at 48 px" if generator["varied_resolution"] is None else "drawn at 16-96 px") + \
         (", held-out backgrounds out" if generator["held_out_colour_backgrounds_excluded"] else "")
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-    cells = [folder.name, f"{args['variety']:g}", f"{args['train_examples']:,}", str(args["steps"]), varied,
+    cells = [folder.name, f"{args['variety']:g}", f"{args['train_examples']:,}", f"{args['steps']} of {args['batch']}", varied,
              pct(last["held0"]), pct(last["seen0"]) if "seen0" in last else "", pct(drawn["overall"]),
              pct(drawn["background:saturated"]), pct(drawn["object_size:small"]), pct(drawn["canvas:16"]),
              pct(drawn["pair:held out"])]
@@ -196,7 +196,7 @@ def test_the_recipe_runs_on_the_training_page_are_those_committed():
     runs = ROOT / "benchmarks" / "results" / "recipe_runs"
     page = (ROOT / "docs" / "training-runs.md").read_text()  # the appendix of the training page
     torch_runs = sorted(p for p in runs.iterdir() if p.name.startswith("torch-") and (p / "drawn.json").exists())
-    assert len(torch_runs) == 6  # and one stopped before its end, which has no drawn-shapes result
+    assert len(torch_runs) == 7  # and one stopped before its end, which has no drawn-shapes result
     for folder in torch_runs:
         row = _recipe_run_row(folder)
         assert row.replace("|  |", "| |") in page.replace("|  |", "| |"), row
