@@ -142,7 +142,8 @@ def bytes_and_flops(launch: Launch) -> tuple[int, int, str]:
 SOURCE_LOOPS = {
     "_gemm_epilogue_kernel": lambda c: [_cdiv(c["K"], c["BLOCK_K"])],
     "_attention_kernel": lambda c: [c["NUM_KEY_BLOCKS"]] if c["NUM_KEY_BLOCKS"] > 1 else [],
-    "_se_gate_kernel": lambda c: [_cdiv(c["C"], c["BLOCK_C"])] * 2,
+    # the reduce over C, then the expand over the program's channels (see STORING_LOOPS)
+    "_se_gate_kernel": lambda c: [_cdiv(c["C"], c["BLOCK_K"]), c["CHANNELS_PER_PROGRAM"] // c["BLOCK_C"]],
     "_depthwise_conv_bn_silu_kernel": lambda c: [],  # the k x k taps are unrolled (static_range)
     "_layer_norm_kernel": lambda c: [],
     "_batchnorm_act_kernel": lambda c: [],
@@ -173,6 +174,12 @@ def _gemm_marker(launch: Launch, opcodes: list[str]) -> tuple[str, int]:
 # (that total - its copies outside the loop) / its copies inside.
 LOOP_MARKERS = {"_gemm_epilogue_kernel": _gemm_marker}
 
+# For a kernel with several source loops of constant trip counts, which of them (in SOURCE_LOOPS'
+# order) store to global memory. ptxas unrolls a loop of a few trips completely (its copies are
+# then straight code, counted as they stand) and may keep another, so the SASS loops are matched
+# to the source loops by whether they store, not by position. The flags must differ.
+STORING_LOOPS = {"_se_gate_kernel": (False, True)}  # the reduce only loads; the expand stores gates
+
 
 def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
     """(warp-instructions one warp of one program issues, whether the loops' trip counts are known).
@@ -182,6 +189,9 @@ def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
       once per trip, the trips from the marker.
     - As many outermost SASS loops as source loops of more than one trip (``SOURCE_LOOPS``): each
       body counts once per trip of its source loop (no unrolling assumed).
+    - For a kernel in ``STORING_LOOPS``, instead: each outermost SASS loop counts once per trip of
+      the source loop (of more than one trip) that stores to global memory as it does; a source
+      loop with no SASS loop was unrolled, its copies counted as they stand.
     - Otherwise the static count, marked unknown: a lower bound.
     An inner loop counts once per outer trip. Alignment padding after the last instruction is
     never issued and is not counted.
@@ -198,7 +208,14 @@ def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
         if inside and (needed - outside) % inside == 0 and needed - outside >= inside:
             return static + ((needed - outside) // inside - 1) * loop.total, True
         return static, False
-    trips = [t for t in SOURCE_LOOPS[launch.kernel](launch.constants) if t > 1]
+    loops = SOURCE_LOOPS[launch.kernel](launch.constants)
+    if launch.kernel in STORING_LOOPS:
+        trips_by_stores = {stores: t for t, stores in zip(loops, STORING_LOOPS[launch.kernel]) if t > 1}
+        stores = [loop.by_class.get("global_store", 0) > 0 for loop in outer]
+        if len(set(stores)) < len(stores) or not all(s in trips_by_stores for s in stores):
+            return static, False
+        return static + sum((trips_by_stores[s] - 1) * loop.total for loop, s in zip(outer, stores)), True
+    trips = [t for t in loops if t > 1]
     if len(outer) != len(trips):
         return static, False
     return static + sum((t - 1) * loop.total for loop, t in zip(outer, trips)), True
@@ -253,7 +270,8 @@ def describe(launch: Launch) -> str:
         B, Ho, Wo, C = launch.tensors["y_ptr"][0]
         return f"depthwise {c['K']}x{c['K']} s{c['STRIDE']} {Ho}x{Wo}x{C} block {c['BLOCK_P']}px x {c['BLOCK_C']}ch"
     if k == "_se_gate_kernel":
-        return f"se_gate C={c['C']} S={c['S']} block {c['BLOCK_C']}"
+        return (f"se_gate C={c['C']} S={c['S']} block {c['BLOCK_B']} img x {c['CHANNELS_PER_PROGRAM']} ch, "
+                f"steps {c['BLOCK_K']}/{c['BLOCK_C']}")
     if k == "_attention_kernel" and "cu_seqlens_ptr" in launch.tensors:
         N, heads, D = launch.tensors["q_ptr"][0]
         B = launch.tensors["cu_seqlens_ptr"][0][0] - 1

@@ -10,27 +10,60 @@ already emits per-image per-channel pixel *sums*, so this kernel starts from the
 
 and the caller applies ``out[b, y, x, c] = x[b, y, x, c] * g[b, c]``. ``W_r`` is the checkpoint's
 1x1 conv weight ``[S, C, 1, 1]``, ``W_e`` ``[C, S, 1, 1]``; in align-base C goes up to 3840 and S
-up to 160. The constants C and S are compile-time (one compiled kernel per (C, S) pair).
+up to 160. For a batch the two FCs are two small matrix products, ``[B, C] x [C, S]`` and
+``[B, S] x [S, C]``: 2*B*C*S multiply-adds each. The division by hw is done once per (image, s)
+after the sum over C, ``W_r (sums / hw) = (W_r sums) / hw``. The constants C and S are
+compile-time (one compiled kernel per (C, S) pair; align-base has nine).
 
-Tiling. One program per image ``b``; the work per image is two matrix-vector products,
-2*C*S multiply-adds (1.2 M at C=3840, S=160), too little to be worth splitting an image across
-programs and then combining partial sums. All of S fits in one block (``BLOCK_S`` =
-next power of two >= S), so ``h`` stays in registers between the two FCs:
+Tiling. The grid is ``(ceil(B / BLOCK_B), ceil(C / CHANNELS_PER_PROGRAM))``: a program takes
+``BLOCK_B = 16`` images (the smallest ``tl.dot`` operand) and a range of ``CHANNELS_PER_PROGRAM``
+gate channels. All of S fits in one block (``BLOCK_S`` = next power of two >= S, at least 16),
+so h stays in registers between the two products:
 
-1. reduce FC: loop over C in blocks of ``BLOCK_C``; each step loads a ``[BLOCK_S, BLOCK_C]`` tile
-   of ``W_r`` (rows contiguous along C) and the matching ``BLOCK_C`` means, and accumulates
-   ``sum(W_r_tile * m[None, :], axis=1)`` into a float32 ``[BLOCK_S]`` vector.
-2. ``h = silu(acc + b_r)``, with the padded lanes s >= S forced to 0 so they add nothing below.
-3. expand FC: loop over C again; each step loads a ``[BLOCK_C, BLOCK_S]`` tile of ``W_e`` (rows
-   contiguous along S), reduces ``sum(W_e_tile * h[None, :], axis=1)`` over all of S at once,
-   adds ``b_e``, applies the sigmoid and stores ``BLOCK_C`` gates.
+1. reduce, over all of C in steps of ``BLOCK_K``: ``acc [BLOCK_S, BLOCK_B] += W_r tile
+   [BLOCK_S, BLOCK_K] @ sums^T tile [BLOCK_K, BLOCK_B]``, the weight tile as it lies (rows
+   contiguous along C) and the sums tile read transposed in place. Every program of a row of the
+   grid computes the same h for its images: the reduce is repeated once per channel range. That
+   is the price of one launch: no program can wait for another's h, and a second kernel
+   (reduce, then expand) would double the SE gate's launches, 55 more per align-base forward,
+   each costing microseconds of launch latency that the kernel lab does not count, about what
+   a whole SE gate is predicted to take. So the launcher keeps the grid to at most ``PROGRAMS``
+   programs: one per SM on an A100 (108 SMs) or H100 (132), each repeating the reduce once.
+2. ``h = silu(acc / hw + b_r)``, with the padded rows s >= S forced to 0 so they add nothing below.
+3. expand, over the program's channels in steps of ``BLOCK_C``: ``e [BLOCK_C, BLOCK_B] = W_e tile
+   [BLOCK_C, BLOCK_S] @ h``, plus ``b_e``, the sigmoid, and the ``[BLOCK_C, BLOCK_B]`` gates
+   stored transposed into ``gate [B, C]``.
 
-Both loops walk the weights along their contiguous axis, so the loads coalesce. The weights
-(~4.9 MB in float32 at C=3840, S=160) are re-read by every image but stay in L2 after the first.
+Edges, as in the GEMM: rows past B, S and C are *wrapped* (``% B``, ``% S``, ``% C``) on load, so
+the loads need no masks (a wrapped row of h is zeroed in step 2; wrapped images and channels
+compute gates that are never stored); the C tail of the reduce is masked with zeros, and only
+when ``BLOCK_K`` does not divide C (decided at compile time). The store is masked.
+
+Precision: float32 products on bfloat16 tensor cores. ``tl.dot`` multiplies two operands of
+one dtype, and the sums are float32 while the production weights are bfloat16. Rounding the sums
+to bfloat16 would keep 8 of their 24 significant bits; "tf32" would keep 11, and needs every
+weight converted to float32 first. Instead ``_bf16_parts`` cuts each float32 value into three
+bfloat16 values, ``x = hi + mid + lo`` exactly: ``hi`` is ``x`` with the low 16 bits of its
+encoding cleared (8 significant bits), ``mid`` the same of ``x - hi``, and ``lo`` the rest (at
+most 8 bits). Then ``W x = W hi + W mid + W lo``: three bfloat16 dots whose products are exact
+in the float32 accumulator, so the reduce is as accurate as a float32 dot (only the float32
+additions round). Float32 or float16 weights are cut the same way (``|mid| < 2^-7 |w|``,
+``|lo| < 2^-15 |w|``) and six of the nine products are kept; the three dropped (mid lo, lo mid,
+lo lo) are below ``2^-22 |w| |x|``, a few float32 roundings. The expand cuts h the same way for
+bfloat16 weights; for other weights it is a plain float32 ``tl.dot`` (``"ieee"``, on the CUDA
+cores), because six products of a ``[BLOCK_C, 256]`` tile and their parts spill registers at
+S = 160.
+
+The split is that of Henry, Tang & Heinecke (below; cuBLAS calls it "BF16x9"), written out with
+bit masks rather than Triton's ``"bf16x3"`` dot precisions: Triton's interpreter implements
+neither those nor bfloat16 dots, but it runs the masks and the float32 arithmetic exactly as a
+GPU does, so the CPU tests check the GPU's numerics. Under the interpreter ``DOT_DTYPE`` is
+float32: the parts are bfloat16 values either way, and their products are exact in float32.
 
 References: Hu, Shen & Sun, "Squeeze-and-Excitation Networks" (2018); Tan & Le, EfficientNet
-(2019); ``minialign.backends.reference``: ``squeeze_excite`` (the NumPy reference); transformers
-``AlignVisionSqueezeExciteLayer``.
+(2019); Henry, Tang & Heinecke, "Leveraging the bfloat16 Artificial Intelligence Datatype For
+Higher-Precision Computations" (2019; the three-way split); ``minialign.backends.reference``:
+``squeeze_excite`` (the NumPy reference); transformers ``AlignVisionSqueezeExciteLayer``.
 
 Benchmark: ``benchmarks/batchnorm_silu.py``, with the batchnorm cases. It is in the repository,
 not in the installed package, and checks the kernel's output before it times it::
@@ -46,10 +79,38 @@ import numbers
 import triton
 import triton.language as tl
 
-from ._checks import KernelInputError, check_tensor
+from ._checks import INTERPRETED, KernelInputError, check_tensor
 
 _WEIGHT_DTYPE_NAMES = ("float32", "bfloat16", "float16")
-MAX_S = 512  # BLOCK_S holds all of S in registers (tiles of up to 16 x 512); align-base needs 160
+MAX_S = 512  # BLOCK_S holds all of S in registers (the h block [BLOCK_S, 16]); align-base needs 160
+BLOCK_B = 16  # images per program: tl.dot's smallest operand side
+PROGRAMS = 108  # the most programs a launch is cut into: one wave on an A100 (108 SMs) or an H100 (132)
+
+
+@triton.jit
+def _bf16_parts(x):
+    # float32 [M, N] -> three float32 [M, N] that hold bfloat16 values, x = hi + mid + lo exactly.
+    # -65536 is 0xFFFF0000: clearing the low 16 bits of a float32 leaves a bfloat16 (truncated).
+    hi = (x.to(tl.int32, bitcast=True) & -65536).to(tl.float32, bitcast=True)
+    rest = x - hi  # exact: the low 16 bits of x's significand
+    mid = (rest.to(tl.int32, bitcast=True) & -65536).to(tl.float32, bitcast=True)
+    return hi, mid, rest - mid  # the last part has at most 8 significant bits: a bfloat16 too
+
+
+@triton.jit
+def _dot_parts(w, x_hi, x_mid, x_lo, acc, DOT_DTYPE: tl.constexpr):
+    # acc + w @ x: w [M, K] in the weights' dtype, x [K, N] float32 as three parts, acc [M, N] float32.
+    # The small products first, so that they are not lost against the large ones.
+    if w.dtype == tl.bfloat16:
+        w_hi = w  # a bfloat16 weight is its own single part
+    else:
+        w_hi, w_mid, w_lo = _bf16_parts(w.to(tl.float32))
+        acc = tl.dot(w_lo.to(DOT_DTYPE), x_hi.to(DOT_DTYPE), acc)
+        acc = tl.dot(w_mid.to(DOT_DTYPE), x_mid.to(DOT_DTYPE), acc)
+        acc = tl.dot(w_mid.to(DOT_DTYPE), x_hi.to(DOT_DTYPE), acc)
+    acc = tl.dot(w_hi.to(DOT_DTYPE), x_lo.to(DOT_DTYPE), acc)
+    acc = tl.dot(w_hi.to(DOT_DTYPE), x_mid.to(DOT_DTYPE), acc)
+    return tl.dot(w_hi.to(DOT_DTYPE), x_hi.to(DOT_DTYPE), acc)
 
 
 @triton.jit
@@ -60,43 +121,62 @@ def _se_gate_kernel(
     w_e_ptr,  # [C, S] expand weight (the [C, S, 1, 1] conv weight), contiguous (row stride S)
     b_e_ptr,  # [C] expand bias
     gate_ptr,  # [B, C] float32 output gate, contiguous (row stride C)
+    B,  # images
+    hw,  # number of pixels (as a float): m = sums / hw
     C: tl.constexpr,  # channels (constexpr: see below)
     S: tl.constexpr,  # squeezed channels
-    hw,  # number of pixels (as a float): m = sums / hw
-    BLOCK_C: tl.constexpr,  # channels per loop step
+    BLOCK_B: tl.constexpr,  # images per program (>= 16: tl.dot)
     BLOCK_S: tl.constexpr,  # >= S: the whole hidden vector h in one block
+    BLOCK_K: tl.constexpr,  # channels per step of the reduce
+    BLOCK_C: tl.constexpr,  # gate channels per step of the expand
+    CHANNELS_PER_PROGRAM: tl.constexpr,  # gate channels per program, a multiple of BLOCK_C
+    DOT_DTYPE: tl.constexpr,  # what tl.dot multiplies the bfloat16 parts in (module docstring)
 ):
     # C and S are compile-time constants, so a kernel is compiled per (C, S) pair: align-base has
     # a handful of them. A runtime loop bound would do on the GPU, but Triton 3.6's interpreter
-    # (our CI) cannot iterate `range(0, C, ...)` over a runtime scalar under NumPy 2.4.
-    b = tl.program_id(0).to(tl.int64)  # this program's image
+    # (our CI) cannot iterate `range(0, C, ...)` over a runtime scalar under NumPy 2.4. Offsets are
+    # int32 (the launcher checks B * C and S * C < 2**31).
+    b_idx = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B] this program's images
     s_idx = tl.arange(0, BLOCK_S)  # [BLOCK_S]
-    s_mask = s_idx < S
-    c_base = tl.arange(0, BLOCK_C)  # [BLOCK_C]
+    s_load = s_idx % S  # wrapped: the rows s >= S repeat real rows and are zeroed in h below
+    k_base = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    w_ptrs = w_r_ptr + s_load[:, None] * C + k_base[None, :]  # [BLOCK_S, BLOCK_K] of W_r
+    x_ptrs = sums_ptr + (b_idx % B)[None, :] * C + k_base[:, None]  # [BLOCK_K, BLOCK_B] of sums^T
 
-    # 1. reduce FC: acc[s] = sum_c W_r[s, c] * m[c]
-    acc = tl.zeros((BLOCK_S,), dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        c_idx = c0 + c_base
-        c_mask = c_idx < C
-        m = tl.load(sums_ptr + b * C + c_idx, mask=c_mask, other=0.0) / hw  # [BLOCK_C]
-        w = tl.load(w_r_ptr + s_idx[:, None] * C + c_idx[None, :],
-                    mask=s_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)  # [BLOCK_S, BLOCK_C]
-        acc += tl.sum(w * m[None, :], axis=1)
+    # 1. reduce: acc[s, b] = sum_c W_r[s, c] sums[b, c]
+    acc = tl.zeros((BLOCK_S, BLOCK_B), dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_K):
+        if C % BLOCK_K == 0:  # no C tail: unmasked loads (decided at compile time)
+            w = tl.load(w_ptrs)
+            x = tl.load(x_ptrs)
+        else:
+            k_valid = k_base < C - c0  # [BLOCK_K] false in the C tail: zeros there
+            w = tl.load(w_ptrs, mask=k_valid[None, :], other=0.0)
+            x = tl.load(x_ptrs, mask=k_valid[:, None], other=0.0)
+        x_hi, x_mid, x_lo = _bf16_parts(x)
+        acc = _dot_parts(w, x_hi, x_mid, x_lo, acc, DOT_DTYPE)
+        w_ptrs += BLOCK_K
+        x_ptrs += BLOCK_K
 
-    # 2. h = silu(acc + b_r); the padded lanes are 0 (silu(0) = 0 too, but say it explicitly).
-    z = acc + tl.load(b_r_ptr + s_idx, mask=s_mask, other=0.0).to(tl.float32)
-    h = tl.where(s_mask, z / (1.0 + tl.exp(-z)), 0.0)  # [BLOCK_S]
+    # 2. h = silu(W_r m + b_r) with m = sums / hw; the padded rows are 0 (so are the wrapped ones).
+    z = acc / hw + tl.load(b_r_ptr + s_load).to(tl.float32)[:, None]
+    h = tl.where((s_idx < S)[:, None], z / (1.0 + tl.exp(-z)), 0.0)  # [BLOCK_S, BLOCK_B]
+    h_hi, h_mid, h_lo = _bf16_parts(h)
 
-    # 3. expand FC + sigmoid: g[c] = sigmoid(sum_s W_e[c, s] * h[s] + b_e[c]), BLOCK_C gates a step
-    for c0 in range(0, C, BLOCK_C):
-        c_idx = c0 + c_base
-        c_mask = c_idx < C
-        w = tl.load(w_e_ptr + c_idx[:, None] * S + s_idx[None, :],
-                    mask=c_mask[:, None] & s_mask[None, :], other=0.0).to(tl.float32)  # [BLOCK_C, BLOCK_S]
-        e = tl.sum(w * h[None, :], axis=1) + tl.load(b_e_ptr + c_idx, mask=c_mask, other=0.0).to(tl.float32)
+    # 3. expand + sigmoid: g[c, b] = sigmoid(sum_s W_e[c, s] h[s, b] + b_e[c]), BLOCK_C gates a step
+    c_first = tl.program_id(1) * CHANNELS_PER_PROGRAM
+    for i in range(0, CHANNELS_PER_PROGRAM, BLOCK_C):
+        c_idx = c_first + i + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+        c_load = c_idx % C  # wrapped past C: computed, never stored
+        w = tl.load(w_e_ptr + c_load[:, None] * S + s_load[None, :])  # [BLOCK_C, BLOCK_S] of W_e
+        if w.dtype == tl.bfloat16:
+            e = _dot_parts(w, h_hi, h_mid, h_lo, tl.zeros((BLOCK_C, BLOCK_B), dtype=tl.float32), DOT_DTYPE)
+        else:  # float32 or float16 weights: a float32 dot on the CUDA cores (module docstring)
+            e = tl.dot(w.to(tl.float32), h, input_precision="ieee")
+        e += tl.load(b_e_ptr + c_load).to(tl.float32)[:, None]
         # 1 / (1 + exp(-e)): for e << 0, exp(-e) overflows to inf and the gate is 0, the limit.
-        tl.store(gate_ptr + b * C + c_idx, 1.0 / (1.0 + tl.exp(-e)), mask=c_mask)
+        tl.store(gate_ptr + b_idx[None, :] * C + c_idx[:, None], 1.0 / (1.0 + tl.exp(-e)),
+                 mask=(c_idx < C)[:, None] & (b_idx < B)[None, :])
 
 
 def _as_matrix(name: str, w, rows_name: str, cols_name: str):
@@ -107,6 +187,27 @@ def _as_matrix(name: str, w, rows_name: str, cols_name: str):
         return w
     raise KernelInputError(f"{name} must be a 1x1 conv weight [{rows_name}, {cols_name}, 1, 1] or a matrix "
                            f"[{rows_name}, {cols_name}], got shape {tuple(w.shape)}")
+
+
+def _config(B: int, C: int, S: int, bfloat16_weights: bool) -> dict:
+    """Block sizes for one launch (no autotuning; the kernel lab's report reads what they compile to).
+
+    - ``BLOCK_S``: all of S, at least 16 (tl.dot).
+    - ``BLOCK_K``: 64 channels a reduce step with bfloat16 weights ([BLOCK_S, 64] weight tiles
+      straight to the tensor cores); 32 with float32 or float16 weights, whose tiles are cut
+      into three parts in registers.
+    - ``BLOCK_C``: expand tiles of about 4096 weights, 16 to 64 channels (S = 160: 16).
+    - ``CHANNELS_PER_PROGRAM``: the channels split into as few ranges as fill ``PROGRAMS``
+      programs, each a whole number of ``BLOCK_C`` steps; more programs than SMs would only queue
+      up programs that repeat the reduce.
+    """
+    block_s = max(16, triton.next_power_of_2(S))
+    block_k = min(64 if bfloat16_weights else 32, max(16, triton.next_power_of_2(C)))
+    block_c = min(max(16, 4096 // block_s), 64, max(16, triton.next_power_of_2(C)))
+    ranges = max(1, min(triton.cdiv(C, block_c), PROGRAMS // triton.cdiv(B, BLOCK_B)))
+    per_program = triton.cdiv(triton.cdiv(C, ranges), block_c) * block_c
+    return dict(BLOCK_B=BLOCK_B, BLOCK_S=block_s, BLOCK_K=block_k, BLOCK_C=block_c,
+                CHANNELS_PER_PROGRAM=per_program)
 
 
 def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bias):
@@ -122,6 +223,7 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
 
     Returns:
         The gate, ``[B, C]`` float32 with values in [0, 1]; the block's output is ``x * gate``.
+        Both products are as accurate as float32 dots, whatever the weights' dtype.
     """
     import torch
 
@@ -145,17 +247,17 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
                                f"got {tuple(expand_weight.shape)}")
     check_tensor("reduce_bias", reduce_bias, shape=(S,), dtypes=(wdtype,), device=sums.device, contiguous=True)
     check_tensor("expand_bias", expand_bias, shape=(C,), dtypes=(wdtype,), device=sums.device, contiguous=True)
+    if max(B, S) * C >= 2**31:  # the kernel's offsets are int32
+        raise KernelInputError(f"sums [B, C] = [{B}, {C}] or the weights [S, C] = [{S}, {C}] have 2**31 "
+                               "elements or more; split the batch")
 
     gate = torch.empty((B, C), dtype=torch.float32, device=sums.device)
     if B == 0 or C == 0:
         return gate
-    block_s = triton.next_power_of_2(S)
-    # Weight tiles of 4096 elements (32 float32 registers per thread at 4 warps) but at least 16
-    # channels wide (S > 256: 16 x BLOCK_S): S=160 -> BLOCK_S=256, BLOCK_C=16; S=8 -> BLOCK_C=512
-    # (capped by C).
-    block_c = min(max(16, 4096 // block_s), triton.next_power_of_2(C))
-    _se_gate_kernel[(B,)](
-        sums, w_r, reduce_bias, w_e, expand_bias, gate, C, S, float(hw),
-        BLOCK_C=block_c, BLOCK_S=block_s, num_warps=4,
+    config = _config(B, C, S, wdtype == torch.bfloat16)
+    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(C, config["CHANNELS_PER_PROGRAM"]))
+    _se_gate_kernel[grid](
+        sums, w_r, reduce_bias, w_e, expand_bias, gate, B, float(hw), C, S,
+        DOT_DTYPE=tl.float32 if INTERPRETED else tl.bfloat16, num_warps=4, **config,
     )
     return gate

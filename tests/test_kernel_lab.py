@@ -109,11 +109,36 @@ def test_the_bfloat16_configurations_spill_nothing(lab):
 
 
 def test_tensor_cores_carry_the_bfloat16_matmuls(lab):
-    """Every bfloat16 GEMM and the attention issue HGMMA (sm_90a) or HMMA (sm_80); nothing else does."""
+    """Every bfloat16 GEMM, the attention and the SE gate's two small products issue HGMMA (sm_90a)
+    or HMMA (sm_80); nothing else does."""
+    matmuls = ("_gemm_epilogue_kernel", "_attention_kernel", "_se_gate_kernel")
     for device, out in lab.items():
         for row in out["reports"]["bfloat16"]["kernels"]:
             uses = row["tensor_core_instructions"] > 0
-            assert uses == (row["kernel"] in ("_gemm_epilogue_kernel", "_attention_kernel")), (device, row["what"])
+            assert uses == (row["kernel"] in matmuls), (device, row["what"])
+
+
+def test_the_se_gate_loops_are_told_apart_by_their_stores():
+    """The SE gate has two loops of constant trips, the reduce (loads only) and the expand (stores
+    gates); ptxas may unroll either completely. issued_per_warp matches the SASS loops left to the
+    source loops by whether they store, not by position (report.STORING_LOOPS)."""
+    from types import SimpleNamespace
+
+    def loop(total, stores):
+        return SimpleNamespace(depth=0, total=total, by_class={"global_store": 2} if stores else {"global_load": 4})
+
+    def mix(*loops):  # 100 instructions in all, the loops' included
+        return SimpleNamespace(total=100, by_class={}, loops=list(loops), opcodes=[])
+
+    # reduce: ceil(640 / 64) = 10 trips; expand: 96 / 32 = 3 trips
+    launch = SimpleNamespace(kernel="_se_gate_kernel", constants=dict(C=640, BLOCK_K=64, CHANNELS_PER_PROGRAM=96,
+                                                                      BLOCK_C=32))
+    both, reduce, expand = loop(20, False), loop(20, False), loop(30, True)
+    assert report.issued_per_warp(launch, mix(reduce, expand)) == (100 + 9 * 20 + 2 * 30, True)
+    assert report.issued_per_warp(launch, mix(reduce)) == (100 + 9 * 20, True)  # the expand unrolled
+    assert report.issued_per_warp(launch, mix(expand)) == (100 + 2 * 30, True)  # the reduce unrolled
+    assert report.issued_per_warp(launch, mix()) == (100, True)  # both unrolled
+    assert report.issued_per_warp(launch, mix(reduce, both)) == (100, False)  # two loads-only loops: unknown
 
 
 def test_bytes_and_flops_are_the_hand_count(lab):

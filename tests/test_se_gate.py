@@ -3,6 +3,12 @@
 
 ``kernel_dtype`` is the dtype of the four weights (the model's dtype); the pixel sums and the
 gate are float32 always. ``torch_se_gate`` is the torch reference the benchmark times too.
+
+The kernel multiplies float32 values cut into three bfloat16 parts (kernels/se_gate.py); the
+interpreter runs that cutting exactly as a GPU does and multiplies the parts in float32 where the
+GPU's tensor cores multiply them in bfloat16, both exactly. So the CPU runs here check the GPU's
+arithmetic, for bfloat16 and float16 weights too (``WEIGHT_DTYPES``): the interpreter loads and
+converts them, it only cannot multiply them, and the kernel never asks it to.
 """
 
 import math
@@ -16,13 +22,17 @@ from hypothesis import strategies as st
 
 from helpers import TOLERANCES, assert_close
 from minialign.backends import reference
+from minialign.kernels import se_gate as se_gate_module
 from minialign.kernels._checks import KernelInputError
 from minialign.kernels.se_gate import se_gate
 
-# The references use the same (rounded) weights converted to float32, and the kernel accumulates
-# in float32 whatever the weights' dtype, so one row fits both: two float32 dot products of up to
-# a few hundred terms plus exp; errors are a few ulps of O(1) values.
+# The references use the same (rounded) weights converted to float32, and the kernel's products
+# are as accurate as float32 dot products whatever the weights' dtype (the float32 operands are
+# cut into bfloat16 parts exactly and the parts' products are exact in float32; no tf32 anywhere,
+# on a GPU either), so one row fits all: two float32 dot products of up to a few thousand terms
+# plus exp; errors are a few ulps of O(1) values.
 TOL = TOLERANCES["float32"]
+WEIGHT_DTYPES = [torch.float32, torch.bfloat16, torch.float16]  # the launcher's, on the CPU too
 FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -54,6 +64,72 @@ def test_hand_case(kernel_device):
     h = -0.5 / (1 + math.exp(0.5))
     expected = [[1 / (1 + math.exp(-2 * h)), 1 / (1 + math.exp(-1))]]
     assert_close(se_gate(sums, 2, w_r, b_r, w_e, b_e), expected, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("weight_dtype", WEIGHT_DTYPES, ids=str)
+def test_float32_accuracy_hand_case(kernel_device, weight_dtype):
+    # m = sums / 2 = [1 + 2^-12, -1]; z = m0 + m1 = 2^-12; h = silu(z) = z / (1 + exp(-z)) =
+    # 2^-13 (1 + 2^-13 - ...); e = [4096 h, 0]. bfloat16 (8 bits) and tf32 (11 bits) both round
+    # 1 + 2^-12 to 1, which would make z = 0 and the first gate sigmoid(0) = 0.5 instead of
+    # sigmoid(0.50006): the kernel's products must keep float32's 24 bits, in the expand's h too
+    # (rounding h to bfloat16 gives e = 0.5 and moves the gate by 1.4e-5, 20 times the tolerance).
+    dev = kernel_device
+    sums = torch.tensor([[2 + 2.0**-11, -2.0]], device=dev)
+    w_r = torch.tensor([[1.0, 1.0]], device=dev, dtype=weight_dtype).view(1, 2, 1, 1)
+    b_r = torch.zeros(1, device=dev, dtype=weight_dtype)
+    w_e = torch.tensor([[4096.0], [0.0]], device=dev, dtype=weight_dtype).view(2, 1, 1, 1)
+    b_e = torch.zeros(2, device=dev, dtype=weight_dtype)
+    z = 2.0**-12
+    e = 4096 * z / (1 + math.exp(-z))
+    expected = [[1 / (1 + math.exp(-e)), 0.5]]
+    assert_close(se_gate(sums, 2, w_r, b_r, w_e, b_e), expected, atol=1e-7, rtol=1e-6)
+
+
+def test_float32_weights_keep_their_24_bits(kernel_device):
+    # The weights carry the small difference now: W_r m = (1 + 2^-20) - 1 = 2^-20, e = 2^20 h.
+    dev = kernel_device
+    sums = torch.tensor([[1.0, -1.0]], device=dev)
+    w_r = torch.tensor([[1 + 2.0**-20, 1.0]], device=dev).view(1, 2, 1, 1)
+    w_e = torch.tensor([[2.0**20], [0.0]], device=dev).view(2, 1, 1, 1)
+    z = 2.0**-20
+    e = 2.0**20 * z / (1 + math.exp(-z))
+    gate = se_gate(sums, 1, w_r, torch.zeros(1, device=dev), w_e, torch.zeros(2, device=dev))
+    assert_close(gate, [[1 / (1 + math.exp(-e)), 0.5]], atol=1e-7, rtol=1e-6)
+
+
+# Shapes chosen for the tiling's edges (BLOCK_B = 16 images a program; see _config for the rest),
+# with the launch's grid and the expand steps per program asserted so that each case keeps
+# covering what it says. ``programs`` replaces PROGRAMS (108) to give small shapes several expand
+# steps per program, and to keep align-base's widths to a few programs: the interpreter runs the
+# programs one after another, and every program repeats the reduce over all of C.
+@pytest.mark.parametrize("B, C, S, programs, grid, expand_steps", [
+    # 2 image blocks, the second holding 1 image; C = 130: a C tail in the reduce (BLOCK_K 32 or
+    # 64) and 3 channel ranges of 64, the last with 2 real channels; S = 33: BLOCK_S 64.
+    (17, 130, 33, 108, (2, 3), 1),
+    # 3 image blocks, the last holding 8; S = 5: BLOCK_S 16, BLOCK_C 64; 2 ranges of 2 expand
+    # steps, the last step with 8 real channels.
+    (40, 200, 5, 6, (3, 2), 2),
+    # tiny: one image, one channel, one squeezed channel, all padded to 16
+    (1, 1, 1, 108, (1, 1), 1),
+    # align-base's most launched width (13 blocks): BLOCK_S 128, BLOCK_K divides C (no mask)
+    (3, 2304, 96, 2, (1, 2), 36),
+    # align-base's widest: BLOCK_S 256 (96 padded rows), BLOCK_C 16
+    (2, 3840, 160, 3, (1, 3), 80),
+])
+@pytest.mark.parametrize("weight_dtype", WEIGHT_DTYPES, ids=str)
+def test_tiling_edges(kernel_device, monkeypatch, weight_dtype, B, C, S, programs, grid, expand_steps):
+    monkeypatch.setattr(se_gate_module, "PROGRAMS", programs)
+    config = se_gate_module._config(B, C, S, weight_dtype == torch.bfloat16)
+    assert (math.ceil(B / config["BLOCK_B"]), math.ceil(C / config["CHANNELS_PER_PROGRAM"])) == grid
+    assert config["CHANNELS_PER_PROGRAM"] // config["BLOCK_C"] == expand_steps
+
+    weights = random_se(C, S, seed=C + S, dtype=weight_dtype)
+    hw = 49
+    sums = hw * torch.randn(B, C, generator=torch.Generator().manual_seed(B))
+    gate = se_gate(sums.to(kernel_device), hw, *(t.to(kernel_device) for t in weights))
+    assert gate.dtype == torch.float32 and gate.shape == (B, C)
+    assert_close(gate, torch_se_gate(sums, hw, *(t.float() for t in weights)), **TOL,
+                 name=f"B={B} C={C} S={S} {weight_dtype}")
 
 
 @FIXTURES_OK
@@ -170,3 +246,15 @@ def test_bad_inputs(kernel_device, case, match):
         a[2] = torch.randn(3, 6, 1, 1, device="meta")
     with pytest.raises(KernelInputError, match=match):
         se_gate(*a)
+
+
+def test_offsets_past_int32_are_refused():
+    # Meta tensors (shapes only, as the kernel lab's planning uses) reach the check without 8 GB.
+    from minialign.kernels._checks import planning
+
+    meta = dict(device="meta")
+    B, C, S = 2**20, 2**11, 4
+    args = [torch.empty(B, C, **meta), 1, torch.empty(S, C, 1, 1, **meta), torch.empty(S, **meta),
+            torch.empty(C, S, 1, 1, **meta), torch.empty(C, **meta)]
+    with planning(), pytest.raises(KernelInputError, match=r"have 2\*\*31 elements or more; split the batch"):
+        se_gate(*args)

@@ -219,69 +219,92 @@ def batchnorm_silu() -> Svg:
     return svg
 
 
-# ---- se_gate: one program per image, two loops over C ---------------------------------------------
+# ---- se_gate: programs over 16-image blocks x channel ranges; each reduces over all of C ----------
 
 def se_gate() -> Svg:
-    # C = 100 channels squeezed to S = 40: BLOCK_S = next_power_of_2(40) = 64 and
-    # BLOCK_C = min(max(16, 4096 // 64), next_power_of_2(100)) = 64, so each loop takes 2 steps.
-    C, S = 100, 40
-    block_s = next_power_of_2(S)
-    block_c = min(max(16, 4096 // block_s), next_power_of_2(C))
-    steps = cdiv(C, block_c)
-    u = 2  # pixels per element
-    svg = Svg(760, 420, "se_gate: one program per image b; h stays in registers between the two FCs")
-    svg.text(16, 52, f"C = {C}, S = {S}: BLOCK_S = {block_s} (all of S at once), BLOCK_C = {block_c}: "
-             f"{steps} steps per loop over C")
-    # 1. reduce FC: m [C] above W_r [S, C]
-    x0, y0 = 40, 120
-    svg.lines(x0, 74, ["1. reduce: for each step over C,", "    acc[s] += sum_c W_r[s, c] * m[c]"], size=12)
-    for step in range(steps):
-        c0 = step * block_c
-        real = min(block_c, C - c0)
-        svg.rect(x0 + c0 * u, y0 - 18, real * u, 10, fill=PALETTE[step], stroke=INK)
-        svg.rect(x0 + c0 * u, y0, real * u, S * u, fill=PALETTE[step], stroke="#ffffff")
-        svg.text(x0 + (c0 + real / 2) * u, y0 + S * u / 2 + 4, f"step {step}", size=11, anchor="middle")
-        if real < block_c:
-            svg.masked(x0 + (c0 + real) * u, y0 - 18, (block_c - real) * u, 10)
-            svg.masked(x0 + (c0 + real) * u, y0, (block_c - real) * u, block_s * u)
-        svg.masked(x0 + c0 * u, y0 + S * u, real * u, (block_s - S) * u)
-    svg.text(x0 - 6, y0 - 9, "m", size=11, anchor="end")
-    svg.text(x0 - 6, y0 + S * u / 2, "W_r", size=11, anchor="end")
-    svg.rect(x0, y0, C * u, S * u, stroke=INK, stroke_width=1.5)
-    # h [BLOCK_S], a column to the right of W_r
-    hx = x0 + steps * block_c * u + 24
-    svg.arrow(hx - 20, y0 + S * u / 2, hx - 2, y0 + S * u / 2)
-    svg.rect(hx, y0, 16, S * u, fill=PALETTE[4], stroke=INK)
-    svg.masked(hx, y0 + S * u, 16, (block_s - S) * u)
-    svg.text(hx + 8, y0 - 6, "h", size=11, anchor="middle")
-    svg.text(x0, y0 + block_s * u + 26, "2. h = silu(acc + b_r); lanes s >= S forced to 0", size=12)
-    # 3. expand FC: h [S] above W_e [C, S], gate [C] to its right
-    x1, y1 = 480, 120
-    svg.lines(x1, 74, ["3. expand: g[c] = sigmoid(", "    sum_s W_e[c, s] h[s] + b_e[c])"], size=12)
-    svg.rect(x1, y1 - 18, S * u, 10, fill=PALETTE[4], stroke=INK)
-    svg.masked(x1 + S * u, y1 - 18, (block_s - S) * u, 10)
-    svg.text(x1 - 6, y1 - 9, "h", size=11, anchor="end")
-    gx = x1 + block_s * u + 40
-    for step in range(steps):
-        c0 = step * block_c
-        real = min(block_c, C - c0)
-        svg.rect(x1, y1 + c0 * u, S * u, real * u, fill=PALETTE[step], stroke="#ffffff")
-        svg.masked(x1 + S * u, y1 + c0 * u, (block_s - S) * u, real * u)
-        svg.text(x1 + S * u / 2, y1 + (c0 + real / 2) * u + 4, f"step {step}", size=11, anchor="middle")
-        svg.rect(gx, y1 + c0 * u, 16, real * u, fill=PALETTE[step], stroke=INK)
-        if real < block_c:
-            svg.masked(x1, y1 + (c0 + real) * u, block_s * u, (block_c - real) * u)
-            svg.masked(gx, y1 + (c0 + real) * u, 16, (block_c - real) * u)
-    svg.rect(x1, y1, S * u, C * u, stroke=INK, stroke_width=1.5)
-    svg.text(x1 - 6, y1 + C * u / 2, "W_e", size=11, anchor="end")
-    svg.arrow(x1 + block_s * u + 6, y1 + C * u / 2, gx - 2, y1 + C * u / 2)
-    svg.text(gx + 8, y1 - 6, "gate", size=11, anchor="middle")
-    notes = [
-        "Every weight tile is read along its contiguous axis (W_r rows run along C,",
-        "W_e rows along S), so the loads coalesce. The gate [B, C] is float32.",
+    # B = 20 images, C = 200 channels squeezed to S = 40, bfloat16 weights; _config in
+    # kernels/se_gate.py: BLOCK_S = max(16, next_power_of_2(40)) = 64, BLOCK_K = 64,
+    # BLOCK_C = min(max(16, 4096 // 64), 64) = 64, and ranges = min(ceil(200 / 64), 108 // 2) = 4
+    # of CHANNELS_PER_PROGRAM = 64 channels: a grid of 2 image blocks x 4 channel ranges.
+    B, C, S = 20, 200, 40
+    block_b, block_s, block_k = 16, max(16, next_power_of_2(S)), 64
+    block_c = min(max(16, 4096 // block_s), 64)
+    ranges = min(cdiv(C, block_c), 108 // cdiv(B, block_b))
+    per_program = cdiv(cdiv(C, ranges), block_c) * block_c
+    grid = (cdiv(B, block_b), cdiv(C, per_program))
+    shown = (0, 1)  # the program drawn on the right
+    u, v = 1.1, 4  # pixels per channel, per image
+    svg = Svg(760, 480, "se_gate: a program per 16 images x a range of channels; each reduces over all of C")
+    svg.lines(16, 50, [f"B = {B}, C = {C}, S = {S}, bfloat16 weights: BLOCK_B = {block_b}, BLOCK_S = {block_s}, "
+                       f"BLOCK_K = {block_k},",
+                       f"BLOCK_C = CHANNELS_PER_PROGRAM = {per_program}: a grid of {grid[0]} image blocks x "
+                       f"{grid[1]} channel ranges"], size=12)
+    # The grid over the gate [B, C]: one colour per program, padded images and channels hatched.
+    x0, y0 = 40, 124
+    svg.text(x0, 106, "programs over the gate [B, C] (rows: images)", size=12)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            rows = min(block_b, B - i * block_b)
+            cols = min(per_program, C - j * per_program)
+            x, y = x0 + j * per_program * u, y0 + i * block_b * v
+            svg.rect(x, y, cols * u, rows * v, fill=PALETTE[(i * grid[1] + j) % len(PALETTE)], stroke="#ffffff")
+            svg.masked(x, y + rows * v, per_program * u, (block_b - rows) * v)
+            svg.masked(x + cols * u, y, (per_program - cols) * u, rows * v)
+    for i in range(grid[0]):  # the labels last, over the hatching
+        for j in range(grid[1]):
+            svg.text(x0 + (j + 0.5) * per_program * u, y0 + (i + 0.5) * block_b * v + 4, f"({i}, {j})", size=11,
+                     anchor="middle")
+    svg.rect(x0, y0, C * u, B * v, stroke=INK, stroke_width=1.5)
+    svg.rect(x0 + shown[1] * per_program * u, y0 + shown[0] * block_b * v, per_program * u, block_b * v,
+             stroke=HIGHLIGHT, stroke_width=2)
+    grid_notes = [
+        "Every program of a row of the grid computes the same h",
+        "for its 16 images (step 1, right): the reduce is repeated",
+        "once per channel range, the price of a single launch.",
+        "The launcher keeps the grid to at most 108 programs,",
+        "one per SM on an A100 or an H100.",
+        "",
+        "Rows past B, S and C wrap around on load (% B, % S, % C):",
+        "no masks in the loops; the padded rows of h are set to 0,",
+        "padded images and channels are never stored. The C tail",
+        "of the reduce (200 = 3 x 64 + 8) is masked with zeros.",
     ]
-    svg.lines(16, 370, notes)
-    svg.legend_masked(16, 410)
+    svg.lines(x0 - 24, y0 + grid[0] * block_b * v + 30, grid_notes, step=17)
+    # The program drawn: 1. reduce over all of C, 2. h, 3. expand over its channel range.
+    x1, y1 = 400, 134
+    svg.text(x1, 106, f"program {shown}: images 0-15, channels {shown[1] * per_program}-"
+             f"{(shown[1] + 1) * per_program - 1}", size=12)
+    svg.text(x1, y1 - 8, f"1. reduce, {cdiv(C, block_k)} steps: acc [{block_s}, 16] += W_r tile @ sums^T tile",
+             size=11)
+    for step in range(cdiv(C, block_k)):
+        c0 = step * block_k
+        real = min(block_k, C - c0)
+        svg.rect(x1 + c0 * u, y1, real * u, S * u, fill=PALETTE[step + 4], stroke="#ffffff")
+        svg.masked(x1 + c0 * u, y1 + S * u, block_k * u, (block_s - S) * u)
+        if real < block_k:
+            svg.masked(x1 + (c0 + real) * u, y1, (block_k - real) * u, S * u)
+        svg.text(x1 + (c0 + block_k / 2) * u, y1 + S * u / 2 + 4, f"step {step}", size=10, anchor="middle")
+    svg.rect(x1, y1, C * u, S * u, stroke=INK, stroke_width=1.5)
+    svg.text(x1 - 6, y1 + S * u / 2 + 4, "W_r", size=11, anchor="end")
+    # h [BLOCK_S, 16], under W_r's right end
+    hy = y1 + block_s * u + 34
+    svg.text(x1, hy - 8, "2. h = silu(acc / hw + b_r) [64, 16]; rows s >= S set to 0", size=11)
+    svg.rect(x1, hy, 16 * v, S * u, fill=PALETTE[3], stroke=INK)
+    svg.masked(x1, hy + S * u, 16 * v, (block_s - S) * u)
+    svg.text(x1 - 6, hy + S * u / 2 + 4, "h", size=11, anchor="end")
+    # expand: W_e rows of the range [64, S] @ h -> the gate tile [64, 16]
+    ey = hy + block_s * u + 34
+    svg.text(x1, ey - 8, f"3. expand, {per_program // block_c} step: sigmoid(W_e[64 channels, :] @ h + b_e)",
+             size=11)
+    svg.rect(x1, ey, S * u, block_c * u, fill=PALETTE[shown[1]], stroke=INK)
+    svg.masked(x1 + S * u, ey, (block_s - S) * u, block_c * u)
+    svg.text(x1 - 6, ey + block_c * u / 2 + 4, "W_e", size=11, anchor="end")
+    gx = x1 + block_s * u + 40
+    svg.arrow(x1 + block_s * u + 6, ey + block_c * u / 2, gx - 4, ey + block_c * u / 2)
+    svg.rect(gx, ey, 16 * v, block_c * u, fill=PALETTE[shown[1]], stroke=HIGHLIGHT, stroke_width=2)
+    svg.text(gx + 16 * v + 8, ey + block_c * u / 2 + 4, "gate [64 channels, 16 images],", size=11)
+    svg.text(gx + 16 * v + 8, ey + block_c * u / 2 + 20, "stored into gate[b, c]", size=11)
+    svg.legend_masked(16, 464)
     return svg
 
 
