@@ -122,7 +122,7 @@ def per_forward_ops(planning_ops_class):
                                              activation=activation == "silu", return_sums=return_means)
             return (y, sums / (y.shape[1] * y.shape[2])) if return_means else y
 
-        def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand):
+        def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand, *, activation="silu"):
             return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
 
         def global_pool(self, x, kind):
