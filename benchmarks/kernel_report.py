@@ -34,18 +34,23 @@ KERNEL_PAGES = {"_gemm_epilogue_kernel": "gemm.md", "_depthwise_conv_bn_silu_ker
 
 
 def kernel_table(result: dict, kernel: str) -> str:
-    """One kernel's specialisations, predicted for the H100 in bfloat16: its page's table."""
+    """One kernel's specialisations, predicted for the H100 in bfloat16: its page's table (the
+    GEMM's with the bare GEMM's time and the epilogue's price, where the report has them)."""
     r = result["reports"]["h100-bfloat16"]
+    mine = [row for row in r["kernels"] if row["kernel"] == kernel]
+    priced = all("bare_seconds" in row for row in mine)
     lines = ["| specialisation (H100, bfloat16, predicted) | launches | registers | spilled bytes | shared KiB | blocks per SM "
              "| SASS instructions | tensor-core instructions | bytes per load | warp-instructions per output "
-             "| predicted us | limited by |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
-    for row in r["kernels"]:
-        if row["kernel"] == kernel:
-            widths = "/".join(row["global_load_widths"]) or "-"
-            lines.append(f"| {row['what']} | {row['launches']} | {row['registers']} | {row['spill_store_bytes']} | "
-                         f"{row['shared_bytes'] / 1024:.0f} | {row['blocks_per_sm']} | {row['sass_instructions']} | "
-                         f"{row['tensor_core_instructions']} | {widths} | {row['warp_instructions_per_output']:.2f} | "
-                         f"{row['seconds'] * 1e6:.1f} | {row['limited_by']} |")
+             "| predicted us | limited by |" + (" bare GEMM us | epilogue % (beyond its bytes) |" if priced else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|" + ("---:|---:|" if priced else "")]
+    for row in mine:
+        widths = "/".join(row["global_load_widths"]) or "-"
+        lines.append(f"| {row['what']} | {row['launches']} | {row['registers']} | {row['spill_store_bytes']} | "
+                     f"{row['shared_bytes'] / 1024:.0f} | {row['blocks_per_sm']} | {row['sass_instructions']} | "
+                     f"{row['tensor_core_instructions']} | {widths} | {row['warp_instructions_per_output']:.2f} | "
+                     f"{row['seconds'] * 1e6:.1f} | {row['limited_by']} |"
+                     + (f" {row['bare_seconds'] * 1e6:.1f} | {100 * row['epilogue_overhead']:+.0f} "
+                        f"({100 * row['epilogue_overhead_beyond_bytes']:+.0f}) |" if priced else ""))
     return "\n".join(lines)
 
 

@@ -21,6 +21,22 @@ stores it (``nn.Linear.weight``, or a 1x1 conv weight ``[N, K, 1, 1]``)::
   tile as it is loaded saves a full write + read of the ``[M, K]`` gated activations -- the
   widest tensor of the block (K = 6x the block's width).
 
+A fused epilogue is only worth fusing if it is nearly free: the kernel lab (``minialign kernels
+report``) prices each GEMM against the same GEMM without its epilogue. Three choices keep it
+cheap, each counted in the SASS:
+
+- The exact GELU is not ``0.5 x (1 + erf(x / sqrt 2))`` with libdevice's ``erf`` (32 SASS
+  instructions per element on sm_90a, the ``0.5 x (1 + ...)`` included) but Abramowitz &
+  Stegun 26.2.17, one degree-5 polynomial in ``1 / (1 + 0.23 |x|)`` times ``exp(-x^2 / 2)``:
+  15 instructions, within 4e-7 of the exact GELU in float32 (``_gelu``; ``tests/test_gemm.py``
+  measures it on a dense grid).
+- Sigmoids (SiLU, the tanh GELU) and that reciprocal use ``exp2`` and ``rsqrt(d)^2`` for ``1/d``
+  (``_reciprocal``): the bare MUFU instructions, where ``tl.exp`` and float32 division add
+  range checks that these arguments never need.
+- The gate multiplies A in A's dtype: in bfloat16 one packed multiply per two elements, and the
+  gated tile stays 16-bit in registers for the tensor cores, where a float32 detour cost a
+  conversion per element each way and twice the registers.
+
 Used for: BERT's Q/K/V and output projections and FFN (bias; + GELU; + residual), the
 EfficientNet expansion conv (BN affine + SiLU) and projection conv (SE gate on A, BN affine,
 + residual).
@@ -40,11 +56,14 @@ once, in the output dtype.
   without masks (the extra rows compute garbage that is never stored); the K tail is masked with
   zeros, which add nothing to the dot product (K is a compile-time constant, so when BLOCK_K
   divides it the mask disappears). The store is masked. Any M, N >= 1 and K >= 0 works.
-- Block sizes come from a small fixed table (``_config``), no autotuning: 128 x 256 x 64 with 8
-  warps for wide outputs (the shape tutorial 03 finds best for large 16-bit GEMMs on Hopper),
-  128 x 128 x 64 for narrow ones (N < 512: most EfficientNet projections) so that there are
-  enough tiles to fill 132 SMs, and with 8 warps for an A-scale or the exact GELU (their
-  epilogues spill with 4; see ``_config``).
+- Block sizes come from a small fixed table (``CONFIGS``, picked by ``_config``), no autotuning,
+  each entry chosen from a sweep of tiles on paper (``benchmarks/gemm_configs.py``: every GEMM
+  of align-base compiled for H100 and A100 at each candidate and timed by the kernel lab's
+  roofline). In 16-bit: 128 x 256 x 64 with 8 warps for wide outputs (N >= 512, tutorial 03's
+  best on Hopper), 128 x 128 x 64 with 4 warps for narrow ones, with 8 warps for the GELU (98
+  registers: two blocks per SM on an H100), and 128 x 128 x 32 with 4 warps for the gate (a
+  32-deep gated A tile is what fits the registers). In float32, 64 x 64 x 32, and 128 x 64 x 32
+  with 8 warps when there is a gate.
 
 References: Triton tutorial 03 "Matrix Multiplication" (python/tutorials/03-matrix-multiplication.py);
 Liger-Kernel's fused linear ops; ``minialign.backends.reference``: ``linear``, ``pointwise_conv``,
@@ -68,6 +87,47 @@ import triton.language as tl
 from ._checks import INTERPRETED, KernelInputError, check_tensor
 
 ACTIVATIONS = (None, "gelu", "gelu_tanh", "silu")
+
+
+@triton.jit
+def _reciprocal(d):
+    """``1 / d`` for ``d >= 1`` (or +inf, giving 0) as ``rsqrt(d)^2``: two instructions.
+
+    Triton divides float32 with ``div.full.f32``, which ptxas turns into eight instructions
+    (range checks and rescaling around the reciprocal, MUFU.RCP); the hardware reciprocal square
+    root (MUFU.RSQ) needs none of that for an argument of at least 1. Relative error ~3e-7.
+    """
+    r = tl.math.rsqrt(d)
+    return r * r
+
+
+@triton.jit
+def _sigmoid(x):
+    """``1 / (1 + exp(-x))``. exp overflows to +inf for very negative x, giving 0, the right limit.
+
+    Written with ``exp2`` (``exp(-x) = exp2(-x log2 e)``), which Triton compiles to the bare
+    MUFU.EX2; ``tl.exp`` adds three instructions (a compare and two multiplies) that keep
+    subnormal results, not needed here.
+    """
+    return _reciprocal(1.0 + tl.exp2(x * -1.4426950408889634))  # -log2(e)
+
+
+@triton.jit
+def _gelu(x):
+    """Exact GELU, ``x * Phi(x)``, to within 4e-7 in float32, in 15 instructions (libdevice's erf: 32).
+
+    Abramowitz & Stegun 26.2.17 for the normal CDF: for ``x >= 0``,
+    ``1 - Phi(x) = phi(x) (b1 t + b2 t^2 + b3 t^3 + b4 t^4 + b5 t^5)``, ``t = 1 / (1 + 0.2316419 x)``,
+    ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``, with an absolute error below 7.5e-8. The same
+    ``q = 1 - Phi(|x|)`` gives ``Phi(x) = q`` for negative x (computed directly: no cancellation in
+    the tail) and ``1 - q`` for positive x. The polynomial's coefficients below are
+    ``b_i / sqrt(2 pi)``; the exponential is ``exp2(-x^2 / 2 * log2(e))``, which underflows to 0
+    for large |x|, so GELU(x) = x there (and -0 for large negative x).
+    """
+    t = _reciprocal(1.0 + 0.2316419 * tl.abs(x))
+    poly = 0.1274147959 + t * (-0.1422483683 + t * (0.7107068707 + t * (-0.7265760131 + t * 0.5307027143)))
+    q = t * poly * tl.exp2(x * (x * -0.7213475204444817))  # -0.5 * log2(e)
+    return x * tl.where(x >= 0, 1.0 - q, q)
 
 
 @triton.jit
@@ -127,10 +187,13 @@ def _gemm_epilogue_kernel(
         a = tl.load(a_ptrs, mask=k_valid[None, :], other=0.0)
         w = tl.load(w_ptrs, mask=k_valid[:, None], other=0.0)
         if a_scale_ptr is not None:
-            # Gate in float32, then round back to the input dtype so the dot runs on tensor
-            # cores in that dtype -- the same rounding as torch's eager `x * gate` in bfloat16.
+            # The gate in A's dtype times A, in A's dtype: in bfloat16 one packed multiply per two
+            # elements (HMUL2.BF16_V2 on sm_90a, HFMA2.BF16_V2 on sm_80), exactly the product
+            # rounded once, as torch's eager `x * gate` in bfloat16; the tile stays 16-bit for
+            # the tensor cores. (In float32 the gated tile would double the registers A's tile
+            # needs, and cost a conversion per element each way.)
             s = tl.load(s_ptrs, mask=k_valid[None, :], other=0.0)
-            a = (a.to(tl.float32) * s.to(tl.float32)).to(w.dtype)
+            a = a * s.to(a.dtype)
             s_ptrs += BLOCK_K * stride_sk
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K * stride_ak
@@ -146,14 +209,13 @@ def _gemm_epilogue_kernel(
     if col_shift_ptr is not None:
         acc = acc + tl.load(col_shift_ptr + offs_cn, mask=n_valid, other=0.0).to(tl.float32)[None, :]
     if ACTIVATION == "gelu":
-        acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))  # 1/sqrt(2)
+        acc = _gelu(acc)
     elif ACTIVATION == "gelu_tanh":
-        # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp, no tanh. exp overflows to inf for
-        # very negative x, giving x / inf = -0, the right limit (never inf / inf = NaN).
+        # 0.5 x (1 + tanh(u)) == x * sigmoid(2u): one exp, no tanh.
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)  # sqrt(2/pi) (x + 0.044715 x^3)
-        acc = acc / (1.0 + tl.exp(-2.0 * u))
+        acc = acc * _sigmoid(2.0 * u)
     elif ACTIVATION == "silu":
-        acc = acc / (1.0 + tl.exp(-acc))  # x * sigmoid(x); same limit argument as above
+        acc = acc * _sigmoid(acc)
     if residual_ptr is not None:
         r_ptrs = residual_ptr + offs_cm[:, None] * stride_rm + offs_cn[None, :] * stride_rn
         acc = acc + tl.load(r_ptrs, mask=c_mask, other=0.0).to(tl.float32)
@@ -161,33 +223,68 @@ def _gemm_epilogue_kernel(
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
 
 
-def _config(dtype, N: int, has_a_scale: bool, activation: str | None = None) -> dict:
-    """Block sizes, warps and pipeline depth: a fixed table, no autotuning.
+def _tile(bm: int, bn: int, bk: int, warps: int, stages: int) -> dict:
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
 
-    - Interpreter (CPU tests): small tiles, so the tests' tiny shapes still span several tiles
-      and K steps (tails, wrapping and grouping get exercised). 16 is tl.dot's minimum.
-    - float32 runs ``tl.dot`` in true fp32 (no tensor cores): modest tiles keep registers sane.
-    - 16-bit: tensor-core tiles. 128 x 256 x 64 with 8 warps and a 3-deep pipeline
-      (3 * (128*64 + 64*256) * 2 B = 144 KiB of shared memory) is tutorial 03's top Hopper
-      config for large GEMMs; when N is narrow (< 512: EfficientNet's projections) a 256-wide
-      tile would waste columns and leave too few tiles for 132 SMs, so 128 x 128 x 64, 4 warps.
-    - Two epilogues need more registers than 4 warps have for a 128 x 128 tile (the kernel lab,
-      ``minialign kernels report``, found 255 registers per thread and spills on sm_90a and
-      sm_80): the SE gate on A, whose [BLOCK_M, BLOCK_K] tile is staged and scaled in float32,
-      and the exact GELU, whose erf is ~40 instructions per element. Both take 128 x 128 x 64
-      with 8 warps and 3 stages: 116-200 registers, no spills, on both architectures.
+
+# The GPU configurations, keyed on what tells align-base's GEMMs apart. Each was chosen from
+# benchmarks/gemm_configs.py: every GEMM one align-base forward launches, compiled for H100 and
+# A100 at each candidate tile and predicted by the kernel lab (results in
+# benchmarks/results/gemm_configs.json; times below are us for all launches of a forward, H100 /
+# A100, with the bare GEMM -- A and W alone -- in brackets).
+CONFIGS = {
+    # BERT's Q/K/V/O and FFN-down GEMMs and the wide expansions (N >= 512): tutorial 03's top
+    # Hopper tile, 3 * (128*64 + 64*256) * 2 B = 144 KiB of shared memory. Every one of them is
+    # at its math or memory floor on both GPUs (M=16384 N=768 K=768 x49: 939.3 / 2979.1).
+    "16-bit wide": _tile(128, 256, 64, 8, 3),
+    # N < 512 (most expansions; the bare projections): a 256-wide tile wastes columns and leaves
+    # too few tiles for 132 SMs. The SiLU expansions sit at the memory floor (M=331776 N=288 K=48
+    # x7: 465.9 / 780.4, as their bare GEMMs).
+    "16-bit narrow": _tile(128, 128, 64, 4, 4),
+    # BERT's FFN up-projection with the exact GELU. Every candidate is math-bound (938.0 / 2973.4,
+    # as the bare GEMM); this one holds 98 registers on sm_90a, so two blocks share an SM and one's
+    # epilogue overlaps the other's main loop, and issues the least on the A100.
+    "16-bit gelu": _tile(128, 128, 64, 8, 3),
+    # The SE-gated projections. BLOCK_K = 32 halves the gated A tile held in registers: with 4
+    # warps, 212-246 registers and no spills on either GPU, where BLOCK_K = 64 spills on sm_80
+    # (255). At the memory or math floor on every gated GEMM but two of the A100's (M=5184 N=384
+    # K=1344: 18.0 [17.2], K=2304 + residual x12: 364.4 [352.8]); the 8-warp 128x128x64 tile had
+    # been issue-bound on those (24.4, 489.7) and on M=1327104 N=32 K=32 + residual x3 (241.3 /
+    # 478.0 where the memory floor is 228.2 / 382.2).
+    "16-bit gate": _tile(128, 128, 32, 4, 4),
+    # float32: "ieee" FFMA dot products, no tensor cores, issue- or math-bound. 64x64 with 4
+    # warps: 128 registers and 4 blocks per SM on the H100.
+    "float32": _tile(64, 64, 32, 4, 3),
+    # float32 with the gate: the gated tile costs registers, and at 64x64 with 4 warps the H100's
+    # 158 left 3 blocks per SM (M=5184 N=384 K=2304 + residual x12: 3240.7 [2090.4]). 128x64
+    # with 8 warps holds 128 (there 2199.9): within 7% of the bare GEMM on every gated GEMM of
+    # both GPUs, but for M=1327104 N=32 K=32 + residual, whose residual's bytes alone set its
+    # memory floor (456.4 / 764.4 [352.9 / 595.6]).
+    "float32 gate": _tile(128, 64, 32, 8, 3),
+}
+
+
+def _config(dtype, N: int, has_a_scale: bool, activation: str | None = None) -> dict:
+    """Block sizes, warps and pipeline depth: a fixed table (``CONFIGS``), no autotuning.
+
+    Under the interpreter (CPU tests) small tiles, so the tests' tiny shapes still span several
+    tiles and K steps (tails, wrapping and grouping get exercised); 16 is tl.dot's minimum. On a
+    GPU the entry of ``CONFIGS`` for the dtype and epilogue; the kernel lab's report names the
+    tile, warps and stages of every launch.
     """
     import torch
 
     if INTERPRETED:
         return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
     if dtype == torch.float32:
-        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
-    if has_a_scale or activation == "gelu":
-        return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
-    if N >= 512:
-        return dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)
+        name = "float32 gate" if has_a_scale else "float32"
+    elif has_a_scale:
+        name = "16-bit gate"
+    elif activation == "gelu":
+        name = "16-bit gelu"
+    else:
+        name = "16-bit wide" if N >= 512 else "16-bit narrow"
+    return dict(CONFIGS[name])
 
 
 def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = None, residual=None,
@@ -300,10 +397,11 @@ def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, 
                    a_scale=None, rows_per_image=None):
     """The spec, in torch: what ``gemm`` computes, in float32 from the same inputs.
 
-    Returns float32 (compare with the output dtype's tolerance). The one rounding of the kernel
-    it copies is that of the gated ``A * a_scale`` to ``a``'s dtype (the kernel feeds tensor
-    cores in that dtype, as torch's eager ``x * gate`` does), so in bfloat16 the two differ only by
-    summation order and the final rounding of the output.
+    Returns float32 (compare with the output dtype's tolerance). The roundings of the kernel it
+    copies are those of the gate: ``a_scale`` is rounded to ``a``'s dtype and the gated
+    ``A * a_scale`` too (the kernel multiplies in that dtype and feeds tensor cores in it, as
+    torch's eager ``x * gate`` does in bfloat16), so the two differ only by summation order, the
+    approximations of the activations (below 1e-6) and the final rounding of the output.
     """
     import torch
     import torch.nn.functional as F
@@ -313,7 +411,7 @@ def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, 
     x = a.float()
     if a_scale is not None:
         image = torch.arange(a.shape[0], device=a.device) // rows_per_image  # [M]
-        x = (x * a_scale.float()[image]).to(a.dtype).float()
+        x = (x * a_scale.to(a.dtype).float()[image]).to(a.dtype).float()
     y = F.linear(x, w.float(), None if bias is None else bias.float())
     if scale is not None:
         y = y * scale.float()

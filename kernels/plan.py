@@ -343,6 +343,33 @@ def unused_kernel_launches(*, arch: str = "sm_90a", dtype: str = "bfloat16", ima
     return launches
 
 
+def gemm_variant(launch: Launch, arch: str, *, bare: bool = False, config: dict | None = None) -> Launch:
+    """``launch``, a GEMM's, made again by the launcher for ``arch``: the same A and W (shapes,
+    dtypes, strides) and, unless ``bare``, the same epilogue (scale, shift or bias, activation,
+    residual, gate); with ``config``, that tile (``gemm``'s benchmark override). The kernel lab
+    prices a fused epilogue against the bare GEMM, and ``benchmarks/gemm_configs.py`` sweeps tiles."""
+    import torch
+
+    from .gemm import gemm
+
+    def meta(name):
+        shape, dtype, strides = launch.tensors[name]
+        return torch.empty_strided(shape, strides, dtype=getattr(torch, dtype), device="meta")
+
+    epilogue = {}
+    if not bare:
+        epilogue = {arg: meta(name) for arg, name in (("scale", "col_scale_ptr"), ("shift", "col_shift_ptr"),
+                                                      ("residual", "residual_ptr"), ("a_scale", "a_scale_ptr"))
+                    if name in launch.tensors}
+        epilogue["activation"] = launch.constants["ACTIVATION"]
+        if "a_scale" in epilogue:
+            epilogue["rows_per_image"] = launch.scalars["rows_per_image"]
+    launches: list[Launch] = []
+    with recording(arch, launches, [launch.tower]):
+        gemm(meta("a_ptr"), meta("w_ptr"), config=config, **epilogue)
+    return launches[0]
+
+
 def specialisations(launches: list[Launch]) -> list[list[Launch]]:
     """The launches grouped by tower and specialisation (one compiled kernel each), groups in
     first-seen order. A kernel two towers both launch (the padded and the packed text forwards

@@ -31,6 +31,10 @@ The roofline model, per launch (a lower bound on the time, not a measurement):
   modelled.
 - Launch overhead, clock throttling and caches are not in the time.
 
+A GEMM row is also priced as its bare GEMM -- the same A and W, no epilogue, the tile the
+launcher picks for that (``plan.gemm_variant``) -- so the report says what each fused epilogue
+costs (``epilogue_overhead``).
+
 Published figures of each device (``DEVICES``): NVIDIA's H100 SXM5 and A100 SXM4 datasheets
 (dense, no sparsity) and the boost clocks of their architecture whitepapers.
 """
@@ -150,28 +154,34 @@ SOURCE_LOOPS = {
 }
 
 
-def _gemm_marker(launch: Launch, opcodes: list[str]) -> tuple[str, int]:
-    """(opcode prefix, how many of them one warp issues over the whole K loop) for the GEMM: the
-    multiply-accumulates of one program, BLOCK_M x BLOCK_N x BLOCK_K per K step, divided by what
-    one instruction does for one warp. HGMMA.64xNx16 (sm_90a) does 64 x N x 16 for the 4 warps
-    of a warpgroup, each of which issues it; HMMA.16816 (sm_80) does 16 x 8 x 16 per warp;
-    without tensor cores (float32 in "ieee" precision) an FFMA does one per thread, 32 per warp."""
+def _gemm_marker(launch: Launch, opcodes: list[str]) -> tuple[str, int, int]:
+    """(opcode prefix, how many of them one warp issues over the whole K loop, how many per K
+    step) for the GEMM: the multiply-accumulates of one program, BLOCK_M x BLOCK_N x BLOCK_K per
+    K step, divided by what one instruction does for one warp. HGMMA.64xNx16 (sm_90a) does
+    64 x N x 16 for the 4 warps of a warpgroup, each of which issues it; HMMA.16816 (sm_80) does
+    16 x 8 x 16 per warp; without tensor cores (float32 in "ieee" precision) an FFMA does one per
+    thread, 32 per warp."""
     c = launch.constants
-    macs = c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] * _cdiv(c["K"], c["BLOCK_K"])
+    steps = _cdiv(c["K"], c["BLOCK_K"])
+    macs = c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] * steps
     warps = launch.options["num_warps"]
     hgmma = next((op for op in opcodes if op.startswith("HGMMA.")), None)
     if hgmma is not None:
         m, n, k = (int(x) for x in hgmma.split(".")[1].split("x"))
-        return "HGMMA", macs // (m * n * k) // (warps // 4)
-    if any(op.startswith("HMMA.16816") for op in opcodes):
-        return "HMMA", macs // (16 * 8 * 16) // warps
-    return "FFMA", macs // 32 // warps
+        prefix, needed = "HGMMA", macs // (m * n * k) // (warps // 4)
+    elif any(op.startswith("HMMA.16816") for op in opcodes):
+        prefix, needed = "HMMA", macs // (16 * 8 * 16) // warps
+    else:
+        prefix, needed = "FFMA", macs // 32 // warps
+    return prefix, needed, needed // steps
 
 
 # For a kernel whose loop the compilers may unroll or peel (ptxas unrolls long loops by 4 and
 # puts the rest after the loop; Triton's pipeliner peels iterations into a prologue), an
-# instruction whose total count per warp the source fixes: the SASS loop's trip count is then
-# (that total - its copies outside the loop) / its copies inside.
+# instruction whose total count per warp the source fixes, and its count per source iteration:
+# the SASS loop's trip count is then (that total - its copies outside the loop) / its copies
+# inside. Outside the loop, fewer than one iteration's worth of them are not copies (the GELU's
+# polynomial in the float32 GEMM's epilogue is FFMAs too) and are set aside.
 LOOP_MARKERS = {"_gemm_epilogue_kernel": _gemm_marker}
 
 # For a kernel with several source loops of constant trip counts, which of them (in SOURCE_LOOPS'
@@ -201,10 +211,11 @@ def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
     if not outer:
         return static, True
     if launch.kernel in LOOP_MARKERS and len(outer) == 1:
-        prefix, needed = LOOP_MARKERS[launch.kernel](launch, mix.opcodes)
+        prefix, needed, per_iteration = LOOP_MARKERS[launch.kernel](launch, mix.opcodes)
         loop = outer[0]
         inside = sum(op.startswith(prefix) for op in mix.opcodes[loop.start:loop.end + 1])
         outside = sum(op.startswith(prefix) for op in mix.opcodes) - inside
+        outside -= outside % per_iteration  # fewer than one iteration: not copies of one
         if inside and (needed - outside) % inside == 0 and needed - outside >= inside:
             return static + ((needed - outside) // inside - 1) * loop.total, True
         return static, False
@@ -257,6 +268,21 @@ def predict(launch: Launch, issued_per_warp: int, num_warps: int, blocks_per_sm:
             "seconds": limits[bound], "limited_by": bound, **{f"{name}_seconds": t for name, t in limits.items()}}
 
 
+def epilogue_overhead(seconds: float, memory_seconds: float, bare_seconds: float) -> dict[str, float]:
+    """What a GEMM's fused epilogue costs, from predicted times: ``seconds`` of the GEMM with its
+    epilogue, ``memory_seconds`` its memory limit alone, ``bare_seconds`` the same A and W with no
+    epilogue (``plan.gemm_variant``).
+
+    - ``epilogue_overhead``: ``seconds / bare_seconds - 1``, the whole price.
+    - ``epilogue_overhead_beyond_bytes``: over ``max(bare_seconds, memory_seconds)`` instead: the
+      price left once the bytes the epilogue must move are paid. A residual (or a gate) is an
+      extra input no kernel can skip; when the GEMM is memory-bound it costs its bytes' time
+      (a [M, 32] residual beside a [M, 32] A and C: +50%) however cheap the arithmetic.
+    """
+    return {"bare_seconds": bare_seconds, "epilogue_overhead": seconds / bare_seconds - 1,
+            "epilogue_overhead_beyond_bytes": seconds / max(bare_seconds, memory_seconds) - 1}
+
+
 def describe(launch: Launch) -> str:
     """A short name for a specialisation: the op's shape and the choices that were compiled in."""
     c, s = launch.constants, launch.scalars
@@ -265,7 +291,8 @@ def describe(launch: Launch) -> str:
         extras = [c["ACTIVATION"] or "", "gate" if "a_scale_ptr" in launch.tensors else "",
                   "residual" if "residual_ptr" in launch.tensors else ""]
         return (f"gemm M={s['M']} N={s['N']} K={c['K']} {' '.join(e for e in extras if e)} "
-                f"tile {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}").replace("  ", " ")
+                f"tile {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{launch.options['num_warps']} "
+                f"s{launch.options['num_stages']}").replace("  ", " ")
     if k == "_depthwise_conv_bn_silu_kernel":
         B, Ho, Wo, C = launch.tensors["y_ptr"][0]
         return f"depthwise {c['K']}x{c['K']} s{c['STRIDE']} {Ho}x{Wo}x{C} block {c['BLOCK_P']}px x {c['BLOCK_C']}ch"
@@ -286,6 +313,20 @@ def describe(launch: Launch) -> str:
     return k
 
 
+def compile_and_predict(own: list[Launch], device: Device):
+    """Compile a specialisation (``own``: its launches) for ``device`` and predict each launch:
+    (the ``aot.Compiled``, warp-instructions per warp, whether the loop trips are known, one
+    ``predict`` dict per launch)."""
+    from . import aot
+
+    first = own[0]
+    compiled = aot.compile_for(first.fn, first.signature, first.constexprs, first.attrs, first.options, device.arch)
+    per_warp, loops_matched = issued_per_warp(first, compiled.mix)
+    times = [predict(launch, per_warp, compiled.num_warps, compiled.occupancy().blocks_per_sm,
+                     compiled.mix.by_class.get("tensor_core", 0) > 0, device) for launch in own]
+    return compiled, per_warp, loops_matched, times
+
+
 def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: int = 64, text_batch: int = 256,
             text_length: int = 64, packed_batch: int = PACKED_BATCH, config=None, asm_dir: str | None = None,
             progress=None, measure_on_gpu: bool = False) -> dict[str, Any]:
@@ -295,7 +336,8 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
     ``plan.caption_lengths``; 0 leaves it out). ``asm_dir``: also write each specialisation's PTX and
     SASS there. ``progress``: called with (done, total) after each compile. ``measure_on_gpu``:
     also time every launch on this machine's GPU (``measure``) and put the measured seconds beside
-    the predicted ones, per specialisation and per tower."""
+    the predicted ones, per specialisation and per tower. GEMM rows carry their bare GEMM's
+    predicted time and tile (``bare_seconds``, ``bare_what``) and ``epilogue_overhead``'s ratios."""
     from . import aot, plan
 
     if device_name not in DEVICES:
@@ -308,14 +350,10 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
     rows: list[dict[str, Any]] = []
     for i, own in enumerate(groups):
         first = own[0]
-        compiled = aot.compile_for(first.fn, first.signature, first.constexprs, first.attrs, first.options,
-                                   device.arch)
+        compiled, per_warp, loops_matched, times = compile_and_predict(own, device)
         if asm_dir is not None:
             aot.write_asm(compiled, asm_dir, f"{i:02d}_{first.tower}_{first.kernel.strip('_')}_{dtype}")
         mix, occupancy = compiled.mix, compiled.occupancy()
-        per_warp, loops_matched = issued_per_warp(first, mix)
-        times = [predict(launch, per_warp, compiled.num_warps, occupancy.blocks_per_sm,
-                         mix.by_class.get("tensor_core", 0) > 0, device) for launch in own]
         rows.append({
             "index": i, "tower": first.tower, "kernel": first.kernel, "what": describe(first),
             "launches": len(own), "grid": list(first.grid), "num_warps": compiled.num_warps,
@@ -335,6 +373,11 @@ def analyse(device_name: str = "h100", dtype: str = "bfloat16", *, image_batch: 
             "memory_seconds": sum(t["memory_seconds"] for t in times),
             "limited_by": Counter(t["limited_by"] for t in times).most_common(1)[0][0],
         })
+        if first.kernel == "_gemm_epilogue_kernel":  # the same GEMMs without their epilogues
+            bare = plan.specialisations([plan.gemm_variant(launch, device.arch, bare=True) for launch in own])
+            bare_seconds = sum(t["seconds"] for group in bare for t in compile_and_predict(group, device)[3])
+            rows[-1].update(bare_what=describe(bare[0][0]),
+                            **epilogue_overhead(rows[-1]["seconds"], rows[-1]["memory_seconds"], bare_seconds))
         if measure_on_gpu:
             rows[-1]["measured_seconds"] = sum(measure(launch) for launch in own)
             rows[-1]["measured_over_predicted"] = rows[-1]["measured_seconds"] / rows[-1]["seconds"]
@@ -373,20 +416,26 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['device']} ({report['arch']}), {report['dtype']}: align-base, "
              f"{w['image_batch']} images of {w['image_size']}px, {w['text_batch']} texts of {w['text_length']} tokens"
              + packed,
-             "", f"{'#':>2} {'tower':11} {'specialisation':58} {'n':>3} {'regs':>4} {'spill':>5} {'smem':>5} "
-             f"{'occ':>3} {'SASS':>5} {'TC':>3} {'LDG B':>6} {'w-ins/out':>9} {'us':>8} limit"]
+             "", f"{'#':>2} {'tower':11} {'specialisation':64} {'n':>3} {'regs':>4} {'spill':>5} {'smem':>5} "
+             f"{'occ':>3} {'SASS':>5} {'TC':>3} {'LDG B':>6} {'w-ins/out':>9} {'us':>8} {'limit':6} "
+             f"{'bare us':>8} {'epi %':>9}"]
     for row in report["kernels"]:
         widths = "/".join(row["global_load_widths"]) or "-"
         per_out = f"{'' if row['loops_matched'] else '>='}{row['warp_instructions_per_output']:.2f}"
         lines.append(
-            f"{row['index']:>2} {row['tower']:11} {row['what'][:58]:58} {row['launches']:>3} {row['registers']:>4} "
+            f"{row['index']:>2} {row['tower']:11} {row['what'][:64]:64} {row['launches']:>3} {row['registers']:>4} "
             f"{row['spill_store_bytes']:>5} {row['shared_bytes'] // 1024:>4}K {row['blocks_per_sm']:>3} "
             f"{row['sass_instructions']:>5} {row['tensor_core_instructions']:>3} {widths:>6} {per_out:>9} "
-            f"{row['seconds'] * 1e6:8.1f} {row['limited_by']}")
+            f"{row['seconds'] * 1e6:8.1f} {row['limited_by']:6}"
+            + (f" {row['bare_seconds'] * 1e6:8.1f} {100 * row['epilogue_overhead']:+4.0f}/"
+               f"{100 * row['epilogue_overhead_beyond_bytes']:+.0f}" if "bare_seconds" in row else ""))
     lines += ["", "columns: n launches per forward; regs per thread; spill bytes stored per thread; smem per block; "
               "occ blocks per SM; SASS static instructions; TC tensor-core instructions; LDG B bytes per global load "
               "instruction per thread; w-ins/out warp-instructions issued per output element (>= where a loop's "
-              "trip count is unknown); us predicted microseconds for all n launches", ""]
+              "trip count is unknown); us predicted microseconds for all n launches; bare us the same GEMMs without "
+              "their epilogue (A and W alone, the launcher's tile for that); epi % the epilogue's price over the bare "
+              "GEMM / over the larger of the bare GEMM and the row's own memory time (what is left once the bytes "
+              "of a residual or gate are paid)", ""]
     for tower, t in report["towers"].items():
         anchors = ", ".join(f"{name} {value:,.0f}" for name, value in t["measured_anchors_per_s"].items())
         lines.append(f"{tower}: {t['launches']} launches, predicted {t['seconds'] * 1e3:.2f} ms = "

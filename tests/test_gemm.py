@@ -3,7 +3,9 @@
 One hand-computed case first; then hypothesis shapes (M, N, K of 1, odd, prime, and beyond one
 tile, so tails, wrapping and grouped ordering all run) for every epilogue option alone and all
 together; the squeeze-excitation A-scale over 1-3 images; strided views; the reference model pieces
-(BERT's FFN, an MBConv block's expansion and projection); extreme values; bad inputs.
+(BERT's FFN, an MBConv block's expansion and projection); every GPU tile of ``CONFIGS``; the
+activations' approximations on a dense grid against torch's exact functions, with the measured
+error stated; extreme values; bad inputs.
 
 Tolerances: the kernel is compared with ``gemm_reference`` (float32 math from the same inputs,
 copying the kernel's one intermediate rounding, of the gated A), so the only differences are the
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from helpers import TOLERANCES, assert_close
 from minialign.backends import reference
 from minialign.kernels._checks import INTERPRETED, KernelInputError
-from minialign.kernels.gemm import gemm, gemm_reference
+from minialign.kernels.gemm import CONFIGS, gemm, gemm_reference
 from strategies import seeds
 
 # The interpreter evaluates exp(-x) with NumPy, which warns when it overflows to inf for very
@@ -135,7 +137,8 @@ def test_all_options_together_match_torch(kernel_dtype, kernel_device, M, K, N, 
              residual=p["residual"], a_scale=gate, rows_per_image=rows)
 
     # The same thing written out with plain torch ops, independently of gemm_reference.
-    x = (p["a"].float() * gate.repeat_interleave(rows, dim=0)).to(kernel_dtype).float()
+    # The gate is rounded to A's dtype, and so is the gated A (the kernel multiplies in that dtype).
+    x = (p["a"].float() * gate.to(kernel_dtype).float().repeat_interleave(rows, dim=0)).to(kernel_dtype).float()
     y = F.linear(x, p["w"].float()) * p["scale"] + p["shift"]
     y = {None: y, "gelu": F.gelu(y), "gelu_tanh": F.gelu(y, approximate="tanh"), "silu": F.silu(y)}[activation]
     y = y + p["residual"].float()
@@ -156,7 +159,7 @@ def test_a_scale_rows_read_their_own_image(kernel_dtype, kernel_device, K, N, ro
     c = gemm(p["a"], p["w"], a_scale=gate, rows_per_image=rows)
     for b in range(images):
         block = slice(b * rows, (b + 1) * rows)
-        x = (p["a"][block].float() * gate[b].float()).to(kernel_dtype).float()
+        x = (p["a"][block].float() * gate[b].to(kernel_dtype).float()).to(kernel_dtype).float()
         assert_close(c[block], F.linear(x, p["w"].float()), **tol(kernel_dtype), name=f"image {b}")
 
 
@@ -268,6 +271,35 @@ def test_tile_boundaries_and_wrapping(kernel_device):
                      **F32, name=f"M={M} K={K} N={N}")
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_gpu_configuration_matches_torch(kernel_device, name):
+    # Each entry of CONFIGS (the GPU's table) on a shape past one tile in every direction, with a
+    # K tail, and with the epilogue it serves; the gated entries over 4 images whose boundaries
+    # fall inside row tiles. Block sizes, wrapping and masks are what is checked (the interpreter
+    # ignores warps and stages); float32, so 1e-5 as everywhere.
+    cfg = CONFIGS[name]
+    M, N, K = cfg["BLOCK_M"] + 12, cfg["BLOCK_N"] + 5, 2 * cfg["BLOCK_K"] + 7
+    p = problem(len(name), M, K, N, kernel_device, torch.float32)
+    kw = dict(scale=p["scale"], shift=p["shift"], residual=p["residual"],
+              activation="gelu" if "gelu" in name else "silu")
+    if "gate" in name:
+        kw.update(a_scale=torch.rand(4, K, generator=torch.Generator().manual_seed(0)).to(kernel_device),
+                  rows_per_image=M // 4)
+    assert_close(gemm(p["a"], p["w"], config=cfg, **kw), gemm_reference(p["a"], p["w"], **kw), **F32, name=name)
+
+
+def test_the_docs_table_of_configurations_is_the_codes():
+    """docs/kernels/gemm.md lists CONFIGS, entry by entry: the page may not drift from the code."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).parent.parent / "docs" / "kernels" / "gemm.md").read_text()
+    rows = re.findall(r"^  \| ([\w -]+?) \| (\d+) x (\d+) x (\d+) \| (\d+) \| (\d+) \|", page, re.M)
+    documented = {name: tuple(map(int, numbers)) for name, *numbers in rows}
+    assert documented == {name: (c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["num_warps"], c["num_stages"])
+                          for name, c in CONFIGS.items()}
+
+
 def test_config_override_gives_the_same_answer(kernel_device):
     # The benchmark's --sweep swaps tile shapes through `config`: any valid tile must agree.
     p = problem(3, 45, 40, 50, kernel_device, torch.float32)
@@ -289,6 +321,46 @@ def test_extreme_values_do_not_overflow_to_nan(kernel_device):
         c = gemm(a, w, activation=activation)
         assert torch.isfinite(c).all(), activation
         assert_close(c, ref(a), **F32, name=activation)
+
+
+def _through_the_epilogue(x, activation):
+    """``activation(x)`` as the kernel's epilogue computes it: C = x @ I (exact in float32), then the
+    activation on the accumulator. x is padded to a multiple of 16 columns' worth and cut back."""
+    n = x.numel()
+    a = torch.nn.functional.pad(x, (0, -n % 16)).reshape(-1, 16)
+    return gemm(a, torch.eye(16, device=x.device), activation=activation).reshape(-1)[:n]
+
+
+# Every x of [-20, 20] in steps of 1/1024 (exact in float32: 40,961 points, the tails where erf
+# saturates included), and values far outside.
+DENSE = torch.cat([torch.arange(-20 * 1024, 20 * 1024 + 1) / 1024.0,
+                   torch.tensor([-1e4, -1e3, -100.0, -50.0, -30.0, 30.0, 50.0, 100.0, 1e3, 1e4])])
+
+
+def test_gelu_approximation_over_a_dense_grid(kernel_device):
+    """The epilogue's GELU (Abramowitz & Stegun 26.2.17 for Phi, ``_gelu``) against torch's exact
+    erf GELU in float64. The formula's own error is below 7.5e-8 * |x|; float32 and the hardware
+    approximations of exp2 and rsqrt add a few ulps. Measured under the interpreter: max abs error
+    3.9e-7 (at x = 3.01; torch's own float32 GELU: 3.7e-7), below 6e-9 beyond |x| = 6, where Phi
+    rounds to exactly 0 or 1. Bound: 1e-6 absolute (the project's float32 parity is 1e-4), plus
+    1e-6 relative for the large |x| where GELU(x) is x itself."""
+    x = DENSE.to(kernel_device)
+    got = _through_the_epilogue(x, "gelu").double()
+    exact = F.gelu(x.double())
+    assert_close(got, exact, atol=1e-6, rtol=1e-6, name="gelu vs exact erf GELU")
+    assert torch.equal(got[x.abs() >= 30], exact[x.abs() >= 30].float().double()), "GELU(x) = x (or -0) far out"
+
+
+@pytest.mark.parametrize("activation, exact",
+                         [("silu", F.silu), ("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"))])
+def test_sigmoid_activations_over_a_dense_grid(kernel_device, activation, exact):
+    """SiLU and the tanh GELU take their sigmoid as rsqrt(1 + exp(-x))^2 (``_sigmoid``), relative
+    error ~3e-7. Measured under the interpreter: max relative error 2.6e-7 (SiLU) and 2.7e-7
+    (tanh GELU) where |f(x)| > 1, max abs error 2.9e-6 (SiLU at x = 13.9) and 1.0e-6 (tanh GELU
+    at x = 4.4). Bound: 1e-6 absolute + 1e-6 relative."""
+    x = DENSE.to(kernel_device)
+    assert_close(_through_the_epilogue(x, activation).double(), exact(x.double()), atol=1e-6, rtol=1e-6,
+                 name=f"{activation} vs torch")
 
 
 def test_empty_and_k_zero(kernel_device):

@@ -2,7 +2,8 @@
 
 What CI checks without a GPU: every specialisation one align-base forward launches compiles for
 sm_90a (H100) and sm_80 (A100), in bfloat16 and float32, and the bfloat16 ones -- the production
-configurations -- spill no register; the batchnorm kernel, which the model does not launch,
+configurations -- and every GEMM spill no register; every GEMM is priced against the same GEMM
+without its epilogue; the batchnorm kernel, which the model does not launch,
 compiles too (the report carries it); the byte and FLOP counts of the roofline equal a hand count; the committed report
 (benchmarks/results/kernel_report.json, the docs' numbers) is what this Triton compiles today.
 
@@ -50,6 +51,14 @@ CHILD = textwrap.dedent("""
         gemm(meta(100, 64), meta(32, 64), bias=meta(32))
         layer_norm(meta(10, 48), meta(48), meta(48), 1e-12, residual=meta(10, 48))
     out["hand_cases"] = {l.kernel: report.bytes_and_flops(l)[:2] for l in launches}
+
+    # The launcher, made to launch a recorded GEMM again (plan.gemm_variant), makes the very same
+    # specialisation: the bare GEMMs the report prices epilogues against are what it says they are.
+    model = [l for l in plan.model_launches(arch=arch) if l.kernel == "_gemm_epilogue_kernel"]
+    out["variants_faithful"] = all(plan.gemm_variant(l, arch).key == l.key for l in model)
+    bare = launches[0]
+    bare_again = plan.gemm_variant(bare, arch, bare=True)
+    out["bare_of_hand_case"] = [bare_again.constants["ACTIVATION"], sorted(bare_again.tensors)]
 
     # The command itself, as a user runs it (the kernels are in Triton's cache by now).
     import contextlib, io, os, tempfile
@@ -101,11 +110,39 @@ def test_every_kernel_the_model_launches_compiles_for_both_gpus(lab):
 
 
 def test_the_bfloat16_configurations_spill_nothing(lab):
-    spilling = [f"{device}: {row['what']} ({row['spill_store_bytes']} B stored, {row['spill_load_bytes']} B loaded "
-                f"per thread at {row['registers']} registers)"
-                for device, out in lab.items() for row in out["reports"]["bfloat16"]["kernels"]
-                if row["spill_store_bytes"] or row["spill_load_bytes"]]
+    """The production dtype's kernels, all of them; in float32 the GEMM too (its float32 tiles are
+    chosen not to: kernels/gemm.py, CONFIGS)."""
+    spilling = [f"{device} {dtype}: {row['what']} ({row['spill_store_bytes']} B stored, {row['spill_load_bytes']} B "
+                f"loaded per thread at {row['registers']} registers)"
+                for device, out in lab.items() for dtype, r in out["reports"].items() for row in r["kernels"]
+                if (dtype == "bfloat16" or row["kernel"] == "_gemm_epilogue_kernel")
+                and (row["spill_store_bytes"] or row["spill_load_bytes"])]
     assert not spilling, "register spills:\n" + "\n".join(spilling)
+
+
+def test_every_gemm_is_priced_against_its_bare_gemm(lab):
+    """Each GEMM row carries the predicted time of the same A and W with no epilogue, and the
+    overheads are that ratio (report.epilogue_overhead); the launcher relaunched from a recorded
+    launch makes the same specialisation, and the bare one of a GEMM with a bias has no epilogue."""
+    for device, out in lab.items():
+        assert out["variants_faithful"], device
+        assert out["bare_of_hand_case"] == [None, ["a_ptr", "c_ptr", "w_ptr"]], device
+        for dtype, r in out["reports"].items():
+            for row in r["kernels"]:
+                if row["kernel"] != "_gemm_epilogue_kernel":
+                    assert "bare_seconds" not in row
+                    continue
+                assert row["bare_seconds"] > 0 and row["bare_what"].startswith("gemm "), (device, dtype, row["what"])
+                assert row["epilogue_overhead"] == pytest.approx(row["seconds"] / row["bare_seconds"] - 1)
+
+
+def test_epilogue_overhead_sets_the_bytes_aside():
+    """A GEMM predicted at 12 us whose bare GEMM takes 8 us costs +50%; if its own bytes (a residual
+    read) need 10 us at full bandwidth, +20% is left beyond them; memory below the bare time
+    changes nothing."""
+    assert report.epilogue_overhead(12e-6, 10e-6, 8e-6) == pytest.approx(
+        {"bare_seconds": 8e-6, "epilogue_overhead": 0.5, "epilogue_overhead_beyond_bytes": 0.2})
+    assert report.epilogue_overhead(12e-6, 5e-6, 8e-6)["epilogue_overhead_beyond_bytes"] == pytest.approx(0.5)
 
 
 def test_tensor_cores_carry_the_bfloat16_matmuls(lab):
