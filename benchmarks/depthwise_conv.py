@@ -62,10 +62,10 @@ def describe(shape: dict, batch: int, dtype) -> dict:
     Ho = output_size(H, k, stride, padding[0], padding[1])
     Wo = output_size(H, k, stride, padding[2], padding[3])
     itemsize = dtype.itemsize
-    block_p, block_c = _block_sizes(Ho * Wo, C)
+    rows, run, block_r, block_c, num_warps = _block_sizes(Ho, Wo, C, k, stride)
     return dict(B=batch, H=H, W=H, C=C, k=k, stride=stride, padding=list(padding), Ho=Ho, Wo=Wo,
                 dtype=str(dtype).replace("torch.", ""), bytes=bytes_moved(batch, H, H, Ho, Wo, C, itemsize),
-                BLOCK_P=block_p, BLOCK_C=block_c)
+                ROWS=rows, RUN=run, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=num_warps)
 
 
 def make_inputs(desc: dict, dtype, device: str, seed: int = 0):
@@ -144,7 +144,8 @@ def dry_run(batch: int) -> None:
     for shape in SHAPES:
         d = describe(shape, batch, torch.bfloat16)
         print(f"C={d['C']:5d} H={d['H']:4d} k{d['k']} s{d['stride']} pad={tuple(d['padding'])} -> "
-              f"{d['Ho']}x{d['Wo']}  {d['bytes'] / 1e6:8.1f} MB  tiles {d['BLOCK_P']}x{d['BLOCK_C']}")
+              f"{d['Ho']}x{d['Wo']}  {d['bytes'] / 1e6:8.1f} MB  {d['BLOCK_R']} patches of {d['ROWS']}x{d['RUN']} "
+              f"x {d['BLOCK_C']} channels a program")
     for shape in (dict(C=70, H=9, k=3, stride=1), dict(C=5, H=11, k=5, stride=2)):
         d = describe(shape, 2, torch.float32)
         check(d, *make_inputs(d, torch.float32, device))

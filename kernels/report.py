@@ -148,7 +148,7 @@ SOURCE_LOOPS = {
     "_attention_kernel": lambda c: [c["NUM_KEY_BLOCKS"]] if c["NUM_KEY_BLOCKS"] > 1 else [],
     # the reduce over C, then the expand over the program's channels (see STORING_LOOPS)
     "_se_gate_kernel": lambda c: [_cdiv(c["C"], c["BLOCK_K"]), c["CHANNELS_PER_PROGRAM"] // c["BLOCK_C"]],
-    "_depthwise_conv_bn_silu_kernel": lambda c: [],  # the k x k taps are unrolled (static_range)
+    "_depthwise_conv_bn_silu_kernel": lambda c: [],  # input rows, pixels and taps are unrolled (static_range)
     "_layer_norm_kernel": lambda c: [],
     "_batchnorm_act_kernel": lambda c: [],
 }
@@ -295,7 +295,8 @@ def describe(launch: Launch) -> str:
                 f"s{launch.options['num_stages']}").replace("  ", " ")
     if k == "_depthwise_conv_bn_silu_kernel":
         B, Ho, Wo, C = launch.tensors["y_ptr"][0]
-        return f"depthwise {c['K']}x{c['K']} s{c['STRIDE']} {Ho}x{Wo}x{C} block {c['BLOCK_P']}px x {c['BLOCK_C']}ch"
+        return (f"depthwise {c['K']}x{c['K']} s{c['STRIDE']} {Ho}x{Wo}x{C} "
+                f"block {c['BLOCK_R']} x {c['ROWS']}x{c['RUN']}px x {c['BLOCK_C']}ch")
     if k == "_se_gate_kernel":
         return (f"se_gate C={c['C']} S={c['S']} block {c['BLOCK_B']} img x {c['CHANNELS_PER_PROGRAM']} ch, "
                 f"steps {c['BLOCK_K']}/{c['BLOCK_C']}")

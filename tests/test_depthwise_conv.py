@@ -222,6 +222,109 @@ def test_options_and_weight_dtype(kernel_device):
 
 
 # ----------------------------------------------------------------------------------------------
+# the patches: each thread computes a ROWS x RUN patch of outputs from input rows loaded once
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("H, W, k, kind", [
+    (13, 11, 3, "s1 same"),  # Wo = 11: RUN = 6, the second patch of a row crosses the right edge
+    (6, 13, 5, "s1 same"),  # Wo = 13: RUN = 7 crosses it; ROWS = 2 patches, 3 of them down the map
+    (9, 15, 5, "s1 same"),  # an odd height: 5x5 keeps ROWS = 1
+    (17, 17, 5, "s2 adjust"),  # 9x9 output from an odd input, transformers' padding (1, 2, 1, 2)
+    (17, 17, 5, "s2 symmetric"),  # the same with (2, 2, 2, 2): another 9x9
+    (14, 26, 3, "s2 adjust"),  # even input, (0, 1, 0, 1): 7x13, a patch of 7 crossing the edge
+    (14, 26, 3, "s2 symmetric"),  # (1, 1, 1, 1): 7x13
+    (3, 4, 3, "s1 same"),  # a map narrower than the shortest run of 5
+])
+def test_patch_edges(H, W, k, kind, kernel_dtype, kernel_device):
+    """The launcher's own tiling on maps whose patches do and do not fit exactly."""
+    stride, adjust = PADDING_KINDS[kind]
+    x, w, bn = random_case(6, 1, H, W, 8, k, dtype=kernel_dtype, device=kernel_device, offset=0.5)
+    check_against_references(x, w, bn, stride=stride, padding=depthwise_padding(k, stride, adjust))
+
+
+# (ROWS, RUN, BLOCK_R, BLOCK_C, num_warps), forced in place of _block_sizes' choice, and the
+# input (H, W) each is tried on: odd sizes, so that patches cross the right and bottom edges.
+TILINGS = {
+    "run wider than the map": ((1, 9, 2, 8, 1), (9, 5)),
+    "2 x 4 patches": ((2, 4, 4, 4, 1), (7, 9)),
+    "3 x 5 patches, patches past the map": ((3, 5, 4, 8, 1), (9, 7)),
+    "2 x 3, channels past C": ((2, 3, 1, 16, 1), (7, 9)),
+}
+
+
+@pytest.mark.parametrize("tiling", sorted(TILINGS))
+@pytest.mark.parametrize("k, kind", [(3, "s1 same"), (5, "s1 same"), (3, "s2 adjust"), (5, "s2 symmetric")])
+def test_every_tiling_gives_the_same_output(tiling, k, kind, kernel_dtype, kernel_device, monkeypatch):
+    """Whatever the tiling, the output is torch's: patches that cross the right and bottom edges
+    of the map, runs wider than it, channels past C (C = 6), programs with patches past its end."""
+    import minialign.kernels.depthwise_conv as depthwise_conv
+
+    sizes, (H, W) = TILINGS[tiling]
+    monkeypatch.setattr(depthwise_conv, "_block_sizes", lambda *shape: sizes)
+    stride, adjust = PADDING_KINDS[kind]
+    x, w, bn = random_case(7, 1, H, W, 6, k, dtype=kernel_dtype, device=kernel_device)
+    check_against_references(x, w, bn, stride=stride, padding=depthwise_padding(k, stride, adjust))
+
+
+@pytest.mark.parametrize("tiling", [None, (2, 3, 2, 8, 1), (1, 6, 1, 8, 1)], ids=["launcher", "2x3", "1x6"])
+@pytest.mark.parametrize("k, kind", [(3, "s1 same"), (5, "s1 same"), (3, "s2 adjust"), (3, "s2 symmetric"),
+                                     (5, "s2 adjust"), (5, "s2 symmetric")])
+def test_exact_tilings_read_nothing_outside_the_image(tiling, k, kind, kernel_device, monkeypatch):
+    """When the patches tile the map exactly (as on align-base's maps) the kernel loads the middle
+    rows and columns of a patch's window without a mask, and stores without one. x sits in the
+    middle of a buffer of NaN: a load outside the image would put a NaN into the output. 12 x 12
+    inputs give 12 x 12 (stride 1) or 6 x 6 (stride 2) maps, which every tiling here divides."""
+    import minialign.kernels.depthwise_conv as depthwise_conv
+
+    if tiling is not None:
+        monkeypatch.setattr(depthwise_conv, "_block_sizes", lambda *shape: tiling)
+    stride, adjust = PADDING_KINDS[kind]
+    x, w, bn = random_case(8, 1, 12, 12, 8, k, device=kernel_device, offset=1.0)
+    guard = 4 * x[0].numel()  # more than any window reaches past the image
+    buffer = torch.full((guard + x.numel() + guard,), float("nan"), device=kernel_device)
+    buffer[guard:guard + x.numel()] = x.flatten()
+    inside = buffer[guard:guard + x.numel()].view(x.shape)
+    y, sums = check_against_references(inside, w, bn, stride=stride, padding=depthwise_padding(k, stride, adjust))
+    assert not y.isnan().any() and not sums.isnan().any()
+
+
+@pytest.mark.parametrize("C, shifted", [(8, False), (70, False), (7, False), (8, True)])
+def test_bfloat16_channel_pairs(C, shifted, kernel_device):
+    """bfloat16 with an even C is loaded two channels per 32-bit word (the odd channel is the word's
+    top half, the even one its bottom half moved up); C = 70 leaves 6 of the second block's 64
+    channels; C = 7, and an x that starts 2 bytes into a word (a view one element into its
+    storage), are loaded one channel at a time. Runs under the interpreter too."""
+    x, w, bn = random_case(9, 2, 9, 10, C, 3, dtype=torch.bfloat16, device=kernel_device)
+    if shifted:
+        storage = torch.empty(x.numel() + 1, dtype=x.dtype, device=kernel_device)
+        storage[1:] = x.flatten()
+        x = storage[1:].view(x.shape)
+    for stride, adjust in ((1, False), (2, True)):
+        check_against_references(x, w, bn, stride=stride, padding=depthwise_padding(3, stride, adjust))
+
+
+# align-base's depthwise maps at its 289-pixel input: (Ho, Wo, C, k, stride), as the kernel lab
+# (benchmarks/results/kernel_report.json) lists them.
+ALIGN_BASE_MAPS = [(144, 144, 64, 3, 1), (144, 144, 32, 3, 1), (72, 72, 192, 3, 2), (72, 72, 288, 3, 1),
+                   (36, 36, 288, 5, 2), (36, 36, 480, 5, 1), (18, 18, 480, 3, 2), (18, 18, 960, 3, 1),
+                   (18, 18, 960, 5, 1), (18, 18, 1344, 5, 1), (9, 9, 1344, 5, 2), (9, 9, 2304, 5, 1),
+                   (9, 9, 2304, 3, 1), (9, 9, 3840, 3, 1)]
+
+
+@pytest.mark.parametrize("Ho, Wo, C, k, stride", ALIGN_BASE_MAPS)
+def test_align_base_maps_are_tiled_exactly(Ho, Wo, C, k, stride):
+    """On every align-base map the patches tile the map and the programs the patches (no output
+    masks, no idle patch), with 4 channels per thread and at most 4 warps."""
+    from minialign.kernels.depthwise_conv import _block_sizes
+
+    rows, run, block_r, block_c, num_warps = _block_sizes(Ho, Wo, C, k, stride)
+    assert Ho % rows == 0 and Wo % run == 0 and (Ho // rows) * (Wo // run) % block_r == 0
+    assert block_r * block_c == 4 * 32 * num_warps and num_warps in (1, 2, 4)
+    assert rows * run * 4 <= 72  # float32 accumulators per thread
+
+
+# ----------------------------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------------------------
 

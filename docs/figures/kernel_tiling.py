@@ -93,70 +93,71 @@ class Svg:
         return "\n".join(head + self.items + ["</svg>"]) + "\n"
 
 
-# ---- depthwise_conv: pixel tiles in raster order x channel blocks; the k x k taps ------------------
+# ---- depthwise_conv: patches of ROWS x RUN outputs, programs over patches x channel blocks ---------
 
 def depthwise_conv() -> Svg:
-    # A 10x10 output map with 64 channels: _block_sizes(100, 64) keeps BLOCK_C = 64 and picks
-    # BLOCK_P = 16 (7 tiles = 112 lanes beat 2 tiles of 64 = 128), the example in its docstring.
+    # A 10x10 output map of 64 channels, 3x3 stride 1 ("same" padding 1): _block_sizes(10, 10, 64, 3, 1)
+    # keeps ROWS = 1 (3x3), takes RUN = 5 (a divisor of 10 in 5..9), BLOCK_C = 64, and BLOCK_R =
+    # 128 * 4 // 64 = 8 halved to 4, which divides the 10 * 2 = 20 patches: 5 programs of 4 patches.
     Ho = Wo = 10
-    block_p = 16
-    cell = 24
-    svg = Svg(760, 500, "depthwise_conv_bn_silu: programs over output pixels (raster order) x channel blocks")
+    k, rows, run, block_r = 3, 1, 5, 4
+    per_row = Wo // run
+    cell = 22
+    svg = Svg(760, 500, "depthwise_conv_bn_silu: patches of ROWS x RUN outputs, one per thread")
     x0, y0 = 30, 110
-    svg.lines(x0, 54, [f"output map Ho x Wo = {Ho} x {Wo}, BLOCK_P = {block_p}",
-                       "pixels per tile, in raster order (a tile",
-                       f"may span rows): pid_p = 0 .. {cdiv(Ho * Wo, block_p) - 1}"], size=12)
-    n_lanes = cdiv(Ho * Wo, block_p) * block_p
-    for p in range(n_lanes):
-        y, x = divmod(p, Wo)
-        tile = p // block_p
-        cx, cy = x0 + x * cell, y0 + y * cell
-        if p < Ho * Wo:
-            svg.rect(cx, cy, cell, cell, fill=PALETTE[tile % len(PALETTE)], stroke="#ffffff")
-            if p % block_p == 0:
-                svg.text(cx + cell / 2, cy + 16, str(tile), size=11, anchor="middle", weight="bold")
-        else:
-            svg.masked(cx, cy, cell, cell)
+    svg.lines(x0, 54, [f"output map Ho x Wo = {Ho} x {Wo}, 3x3, stride 1: patches of",
+                       f"ROWS x RUN = {rows} x {run} (outlined), BLOCK_R = {block_r} patches",
+                       f"a program, in raster order: pid_r = 0 .. {Ho * per_row // block_r - 1}"], size=12)
+    for patch in range(Ho // rows * per_row):
+        py, px = divmod(patch, per_row)
+        program = patch // block_r
+        cx, cy = x0 + px * run * cell, y0 + py * rows * cell
+        for pixel in range(run):  # the patch's output pixels, then its outline
+            svg.rect(cx + pixel * cell, cy, cell, rows * cell, fill=PALETTE[program % len(PALETTE)], stroke="#ffffff")
+        svg.rect(cx + 1, cy + 1, run * cell - 2, rows * cell - 2, stroke=INK, stroke_width=1)
+        if patch % block_r == 0:
+            svg.text(cx + 8, cy + 15, str(program), size=11, weight="bold")
     svg.rect(x0, y0, Wo * cell, Ho * cell, stroke=INK, stroke_width=1.5)
-    last = cdiv(Ho * Wo, block_p) - 1
-    svg.lines(x0, y0 + (Ho + 2) * cell + 22,
-              [f"tile {last} owns pixels {last * block_p} .. {n_lanes - 1};",
-               f"offs_p >= Ho*Wo = {Ho * Wo} is masked"])
+    svg.lines(x0, y0 + Ho * cell + 22,
+              ["one thread computes one patch for 4 channels;",
+               "RUN divides Wo and BLOCK_R the 20 patches:",
+               "nothing is masked but the padding"])
 
-    # One output pixel's taps: K = 3, stride 2, on an 8x8 input padded by transformers' correct_pad
-    # (0 top/left, 1 bottom/right): Ho = (8 + 1 - 3) // 2 + 1 = 4. Output pixel (oy, ox) = (3, 1)
-    # reads input rows 6..8 and columns 2..4; row 8 is padding, so those three loads are masked.
-    H = W = 8
-    k, stride, pad_top, pad_left = 3, 2, 0, 0
-    oy, ox = 3, 1
-    cell2 = 26
-    x1, y1 = 400, 110
-    svg.lines(x1, 54, ["the K x K taps of one output pixel: K = 3, STRIDE = 2,",
-                       "input 8 x 8 padded 0 top/left, 1 bottom/right (correct_pad);",
-                       f"output pixel (oy, ox) = ({oy}, {ox}) reads rows 6..8, columns 2..4"], size=12)
-    for y in range(H + 1):
-        for x in range(W + 1):
-            cx, cy = x1 + x * cell2, y1 + y * cell2
-            svg.rect(cx, cy, cell2, cell2, fill="#ffffff", stroke="#bbbbbb", dash=not (y < H and x < W))
-    iy0, ix0 = oy * stride - pad_top, ox * stride - pad_left
-    for i in range(k):
-        for j in range(k):
-            iy, ix = iy0 + i, ix0 + j
-            cx, cy = x1 + ix * cell2, y1 + iy * cell2
-            if 0 <= iy < H and 0 <= ix < W:
-                svg.rect(cx, cy, cell2, cell2, fill=PALETTE[1], stroke=INK)
+    # One input row of the first patch: SEG = (RUN - 1) * 1 + 3 = 7 pixels from column ix0 = -1
+    # (the left padding). Output r takes pixel q as tap j = q - r of the row: a band of K taps.
+    seg = (run - 1) + k
+    ix0 = -1
+    c2 = 30
+    x1, y1 = 400, 150
+    svg.lines(x1, 54, ["one input row of patch 0: its SEG = 7 pixels, each",
+                       "loaded and converted to float32 once (top), then",
+                       "used by every output of the patch whose window",
+                       "holds it: output r takes pixel q as tap q - r"], size=12)
+    for q in range(seg):
+        cx = x1 + 40 + q * c2
+        if 0 <= ix0 + q < Wo:
+            svg.rect(cx, y1, c2, c2, fill=PALETTE[1], stroke=INK)
+        else:
+            svg.masked(cx, y1, c2, c2)
+        svg.text(cx + c2 / 2, y1 - 6, f"q={q}", size=10, anchor="middle")
+        for r in range(run):
+            cy = y1 + (r + 1.5) * c2
+            if 0 <= q - r < k:
+                svg.rect(cx, cy, c2, c2, fill=PALETTE[0], stroke=INK)
+                svg.text(cx + c2 / 2, cy + 19, f"j={q - r}", size=10, anchor="middle")
             else:
-                svg.masked(cx, cy, cell2, cell2)
-            svg.text(cx + cell2 / 2, cy + 17, f"{i},{j}", size=10, anchor="middle")
-    svg.rect(x1, y1, W * cell2, H * cell2, stroke=INK, stroke_width=1.5)
-    svg.text(x1 + (W + 1) * cell2 + 8, y1 + H * cell2 + 18, "padding", size=11)
-    svg.lines(x1, y1 + (H + 1) * cell2 + 24,
-              ["tap (i, j) loads x[iy0 + i, ix0 + j, channels] for all",
-               "BLOCK_P pixels of the tile at once: one [BLOCK_P, BLOCK_C]",
-               "load per tap, K*K = 9 taps (unrolled). Outside the image",
-               "the mask gives 0: the padding is never materialised."])
-    svg.text(30, 466, "grid = (cdiv(Ho*Wo, BLOCK_P), cdiv(C, BLOCK_C), B): program_id(1) picks BLOCK_C contiguous "
-             "channels, program_id(2) the image", size=11)
+                svg.rect(cx, cy, c2, c2, stroke="#dddddd")
+    svg.text(x1 + 32, y1 + 20, "x", size=12, anchor="end")
+    for r in range(run):
+        svg.text(x1 + 32, y1 + (r + 1.5) * c2 + 19, f"out {r}", size=11, anchor="end")
+    svg.lines(x1, y1 + (run + 2) * c2 + 16,
+              [f"{seg} loads and conversions for {run} x {k} = {run * k} multiply-adds;",
+               f"a patch's {k} rows: {k * seg} loads for {run} outputs ({k * seg / run:.1f} each),",
+               f"where a load per tap would be {k * k} each. Pixel q = 0 is the",
+               "left padding: its load is masked (it reads 0)."])
+    svg.lines(30, 448, ["grid = (cdiv(patches, BLOCK_R), cdiv(C, BLOCK_C), B): program_id(1) picks BLOCK_C = 64 "
+                        "contiguous channels", "(4 per thread: a [BLOCK_R, BLOCK_C] load reads 4 channels of one "
+                        "pixel per thread), program_id(2) the image"])
     svg.legend_masked(30, 490)
     return svg
 
