@@ -120,7 +120,7 @@ def per_forward_ops(planning_ops_class):
             shift = torch.zeros_like(ones) if bias is None else bias.float()
             y, sums = depthwise_conv_bn_silu(x, weight, ones, shift, stride=stride, padding=tuple(padding),
                                              activation=activation == "silu", return_sums=return_means)
-            return (y, sums / (y.shape[1] * y.shape[2])) if return_means else y
+            return (y, sums.sum(dim=1) / (y.shape[1] * y.shape[2])) if return_means else y  # the parts added
 
         def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand, *, activation="silu"):
             return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)

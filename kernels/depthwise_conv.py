@@ -6,13 +6,14 @@ The math, per image b, output pixel (y, x) and channel c, with the input implici
     z[b, y, x, c] = sum_{i, j < k} x[b, y*s + i - top, x*s + j - left, c] * weight[c, 0, i, j]
     z            <- z * scale[c] + shift[c]          eval batchnorm, folded (see below)
     out          =  z * sigmoid(z) = z / (1 + exp(-z))                              SiLU
-    sums[b, c]   =  sum_{y, x} out[b, y, x, c]       what squeeze-excitation averages
+    sums[b, p, c] = sum_{(y, x) in block p} out[b, y, x, c]     what squeeze-excitation averages
 
 with ``scale = bn.weight / sqrt(running_var + eps)`` and ``shift = bn.bias - running_mean * scale``
 (``minialign.backends.reference.batch_norm`` applies it the same way). This replaces the NumPy path
 ``silu(batch_norm(depthwise_conv2d(x, weight, stride, padding)))`` of an MBConv block plus the
 ``mean`` over space that squeeze-excitation starts with, so the activation is written once and
-never read back just to be averaged (divide ``sums`` by ``Ho * Wo`` for the mean).
+never read back just to be averaged: ``sums.sum(1) / (Ho * Wo)`` is the mean, and ``se_gate`` does
+that addition itself as it loads the parts (see "Sums" below).
 
 Output size: ``Ho = (H + top + bottom - k) // s + 1`` (same for W). k is 3 or 5, s is 1 or 2, as
 in the vision tower: stride 1 uses "same" padding k//2 on every side; stride 2 uses
@@ -62,12 +63,16 @@ each output is rounded to the input dtype once, on store. SiLU is z * sigmoid(z)
 sigmoid(z) = 1 / (1 + 2^(-z log2 e)), the reciprocal taken as rsqrt(.)^2: 6 instructions, where
 ``z / (1 + tl.exp(-z))`` compiles to 12.
 
-Sums. Many programs (the blocks of patches of one image) contribute to the same ``sums[b, c]``; each
-adds its tile's column sums with ``tl.atomic_add`` into a zeroed float32 [B, C] buffer. Float32
-addition is not associative and the atomics land in whatever order the programs finish, so the
-sums are nondeterministic in their last bits (relative error ~ programs * 2**-24); tests compare them
-with a tolerance, never bit-for-bit. They are sums of the float32 activations before rounding to
-the output dtype.
+Sums. Many programs (the P blocks of patches of one image, ``P = grid[0]``) cover the pixels of
+one ``(b, c)``. Each writes its tile's column sums into a part of its own, ``sums[b, p, c]`` with
+p its ``program_id(0)``, of a float32 [B, P, C] buffer: no atomics, so the buffer is a
+``torch.empty`` that nothing has to zero first (zeroing it was a launch of its own, per block),
+and the sums are deterministic: the same bits on every run. The consumer adds the P parts:
+``se_gate`` as it loads them, a standalone caller with ``sums.sum(1)``. P on align-base's maps at
+any batch: 288 (144x144, C = 64), 144 (144x144, C = 32), 72 (72x72 after stride 2), 36 (72x72),
+9 on every smaller map; the parts are 4P bytes per (image, channel) beside the 4 Ho Wo of the
+bfloat16 input and output, 2.8% of them at 144x144 and 11% at 9x9 (stride 1). They are sums of
+the float32 activations before rounding to the output dtype.
 
 References: Triton tutorials (python/tutorials/05-layer-norm.py for file structure and the
 epilogue style); Tan & Le, "EfficientNet" (2019) for the MBConv block; transformers'
@@ -126,7 +131,7 @@ def _depthwise_conv_bn_silu_kernel(
     scale_ptr,  # [C] float32 batchnorm scale
     shift_ptr,  # [C] float32 batchnorm shift
     y_ptr,  # [B, Ho, Wo, C] output, contiguous, x's dtype
-    sums_ptr,  # [B, C] float32, zeroed by the launcher: sum over (Ho, Wo) of the output
+    sums_ptr,  # [B, P, C] float32, P = the grid's axis 0: part p is this program's sum over its patches
     H, W,  # input height, width
     Ho, Wo,  # output height, width
     C: tl.constexpr,  # channels, compiled in: a neighbour pixel's offset is an immediate
@@ -135,7 +140,7 @@ def _depthwise_conv_bn_silu_kernel(
     PAD_TOP: tl.constexpr, PAD_BOTTOM: tl.constexpr,  # zeros implicitly added above / below the image
     PAD_LEFT: tl.constexpr, PAD_RIGHT: tl.constexpr,  # ... left / right of it
     ACTIVATION: tl.constexpr,  # apply SiLU after the batchnorm
-    WRITE_SUMS: tl.constexpr,  # accumulate sums_ptr
+    WRITE_SUMS: tl.constexpr,  # write this program's part of sums_ptr
     ROWS: tl.constexpr,  # output rows per patch
     RUN: tl.constexpr,  # output columns per patch; one thread computes the ROWS x RUN pixels
     BLOCK_R: tl.constexpr,  # patches per program, consecutive in raster order over the map's patches
@@ -234,8 +239,8 @@ def _depthwise_conv_bn_silu_kernel(
                     total += z
                 else:
                     total += tl.where(ok, z, 0.0)  # outputs past the map are computed too, and not 0
-    if WRITE_SUMS:
-        tl.atomic_add(sums_ptr + b * C + offs_c, tl.sum(total, axis=0), mask=offs_c < C)
+    if WRITE_SUMS:  # this program's part of the sums, sums[b, pid_r, :]: no other program writes it
+        tl.store(sums_ptr + (b * tl.num_programs(0) + pid_r) * C + offs_c, tl.sum(total, axis=0), mask=None if EVEN_C else offs_c < C)
 
 
 def _block_sizes(Ho: int, Wo: int, channels: int, k: int, stride: int) -> tuple[int, int, int, int, int]:
@@ -280,7 +285,7 @@ def _block_sizes(Ho: int, Wo: int, channels: int, k: int, stride: int) -> tuple[
 
 def depthwise_conv_bn_silu(x, weight, scale, shift, *, stride: int, padding, activation: bool = True,
                            return_sums: bool = True):
-    # [B, H, W, C], [C, 1, k, k], [C], [C] -> [B, Ho, Wo, C], [B, C]
+    # [B, H, W, C], [C, 1, k, k], [C], [C] -> [B, Ho, Wo, C], [B, P, C]
     """Depthwise k x k conv + eval batchnorm (as scale/shift) + SiLU, channels-last, one kernel.
 
     Args:
@@ -293,12 +298,14 @@ def depthwise_conv_bn_silu(x, weight, scale, shift, *, stride: int, padding, act
         stride: 1 or 2.
         padding: (top, bottom, left, right) implicit zero padding, each in [0, k - 1].
         activation: apply SiLU after the batchnorm (False: conv + batchnorm only).
-        return_sums: also return the per-(image, channel) sums of the output over space.
+        return_sums: also return the per-(image, channel) sums of the output over space, in P
+            parts (the module docstring's "Sums").
 
     Returns:
         (y, sums): y [B, Ho, Wo, C] in x's dtype, Ho = (H + top + bottom - k) // stride + 1 (and
-        likewise Wo); sums [B, C] float32 (sums of the float32 outputs before rounding; the
-        summation order is nondeterministic, see the module docstring), or None when
+        likewise Wo); sums [B, P, C] float32, part p the sum of the float32 outputs (before
+        rounding) over the pixels of the p-th program's patches, deterministic: the sum over all
+        pixels is ``sums.sum(1)``, and ``se_gate`` takes the parts as they are. None when
         ``return_sums`` is False.
 
     Raises:
@@ -339,9 +346,12 @@ def depthwise_conv_bn_silu(x, weight, scale, shift, *, stride: int, padding, act
     grid = (triton.cdiv(patches, block_r), triton.cdiv(C, block_c), B)
     if grid[1] > 65535 or grid[2] > 65535:  # CUDA's limit on the grid's y and z dimensions
         raise KernelInputError(f"batch {B} or {C} channels exceed the launch grid (65535 blocks per axis)")
+    if return_sums and B * grid[0] * C >= 2**31:  # the parts' offsets are int32
+        raise KernelInputError(f"the sums' {B} x {grid[0]} x {C} parts are too many for int32 offsets; split the batch")
 
     y = torch.empty((B, Ho, Wo, C), dtype=x.dtype, device=x.device)
-    sums = torch.zeros((B, C), dtype=torch.float32, device=x.device) if return_sums else None
+    # Every part is written by its program, so the parts need no zeroing: an allocation, no launch.
+    sums = torch.empty((B, grid[0], C), dtype=torch.float32, device=x.device) if return_sums else None
     if y.numel() == 0:
         return y, sums
     taps = weight[:, 0].permute(1, 2, 0).to(torch.float32).contiguous()  # [k, k, C]

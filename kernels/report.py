@@ -190,6 +190,33 @@ LOOP_MARKERS = {"_gemm_epilogue_kernel": _gemm_marker}
 # to the source loops by whether they store, not by position. The flags must differ.
 STORING_LOOPS = {"_se_gate_kernel": (False, True)}  # the reduce only loads; the expand stores gates
 
+# For a kernel that adds parts as it loads them (the SE gate: the depthwise kernel's PARTS partial
+# sums, one [BLOCK_K, BLOCK_B] float32 tile each, inside every reduce step), (the parts after the
+# first, bytes one part is per thread). ptxas unrolls that loop completely when there are few parts
+# (straight code, counted as it stands) and otherwise keeps a loop unrolled u times, the rest of the
+# parts copied outside it. Such a loop has global loads and neither stores nor tensor-core
+# instructions; u is its load bytes over one part's, and it runs (parts after the first) // u times
+# per trip of the loop around it (once when it is outermost).
+PART_LOOPS = {"_se_gate_kernel": lambda c, warps: (c["PARTS"] - 1, c["BLOCK_K"] * c["BLOCK_B"] * 4 // (32 * warps))}
+
+
+def _part_loops(launch: Launch, mix) -> dict[int, int] | None:
+    """For each of the kernel's SASS loops over parts (``PART_LOOPS``), by index in ``mix.loops``:
+    what it issues per warp beyond its first trip, each time it is reached. None when a loop's
+    unrolling cannot be read."""
+    if launch.kernel not in PART_LOOPS:
+        return {}
+    parts, part_bytes = PART_LOOPS[launch.kernel](launch.constants, launch.options["num_warps"])
+    beyond = {}
+    for i, loop in enumerate(mix.loops):
+        if not loop.by_class.get("global_load") or loop.by_class.get("global_store") or loop.by_class.get("tensor_core"):
+            continue
+        unroll, rest = divmod(loop.global_load_bytes_per_thread, part_bytes)
+        if rest or not 1 <= unroll <= parts:
+            return None
+        beyond[i] = (parts // unroll - 1) * loop.total
+    return beyond
+
 
 def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
     """(warp-instructions one warp of one program issues, whether the loops' trip counts are known).
@@ -202,34 +229,47 @@ def issued_per_warp(launch: Launch, mix) -> tuple[int, bool]:
     - For a kernel in ``STORING_LOOPS``, instead: each outermost SASS loop counts once per trip of
       the source loop (of more than one trip) that stores to global memory as it does; a source
       loop with no SASS loop was unrolled, its copies counted as they stand.
+    - A loop over parts (``PART_LOOPS``) counts its trips once each time it is reached: once when
+      it is outermost, once per trip of the loop around it otherwise.
     - Otherwise the static count, marked unknown: a lower bound.
-    An inner loop counts once per outer trip. Alignment padding after the last instruction is
-    never issued and is not counted.
+    Any other inner loop counts once per outer trip. Alignment padding after the last instruction
+    is never issued and is not counted.
     """
     static = mix.total - mix.by_class.get("padding", 0)
-    outer = [loop for loop in mix.loops if loop.depth == 0]
-    if not outer:
-        return static, True
+    part_loops = _part_loops(launch, mix)
+    if part_loops is None:
+        return static, False
+    outer = [i for i, loop in enumerate(mix.loops) if loop.depth == 0 and i not in part_loops]
+    trips = {}  # outermost loop index -> its trips
     if launch.kernel in LOOP_MARKERS and len(outer) == 1:
         prefix, needed, per_iteration = LOOP_MARKERS[launch.kernel](launch, mix.opcodes)
-        loop = outer[0]
+        loop = mix.loops[outer[0]]
         inside = sum(op.startswith(prefix) for op in mix.opcodes[loop.start:loop.end + 1])
         outside = sum(op.startswith(prefix) for op in mix.opcodes) - inside
         outside -= outside % per_iteration  # fewer than one iteration: not copies of one
-        if inside and (needed - outside) % inside == 0 and needed - outside >= inside:
-            return static + ((needed - outside) // inside - 1) * loop.total, True
-        return static, False
-    loops = SOURCE_LOOPS[launch.kernel](launch.constants)
-    if launch.kernel in STORING_LOOPS:
-        trips_by_stores = {stores: t for t, stores in zip(loops, STORING_LOOPS[launch.kernel]) if t > 1}
-        stores = [loop.by_class.get("global_store", 0) > 0 for loop in outer]
-        if len(set(stores)) < len(stores) or not all(s in trips_by_stores for s in stores):
+        if not (inside and (needed - outside) % inside == 0 and needed - outside >= inside):
             return static, False
-        return static + sum((trips_by_stores[s] - 1) * loop.total for loop, s in zip(outer, stores)), True
-    trips = [t for t in loops if t > 1]
-    if len(outer) != len(trips):
-        return static, False
-    return static + sum((t - 1) * loop.total for loop, t in zip(outer, trips)), True
+        trips[outer[0]] = (needed - outside) // inside
+    elif outer:
+        loops = SOURCE_LOOPS[launch.kernel](launch.constants)
+        if launch.kernel in STORING_LOOPS:
+            trips_by_stores = {stores: t for t, stores in zip(loops, STORING_LOOPS[launch.kernel]) if t > 1}
+            stores = [mix.loops[i].by_class.get("global_store", 0) > 0 for i in outer]
+            if len(set(stores)) < len(stores) or not all(s in trips_by_stores for s in stores):
+                return static, False
+            trips = {i: trips_by_stores[s] for i, s in zip(outer, stores)}
+        else:
+            source = [t for t in loops if t > 1]
+            if len(outer) != len(source):
+                return static, False
+            trips = dict(zip(outer, source))
+    issued = static + sum((t - 1) * mix.loops[i].total for i, t in trips.items())
+    for i, beyond in part_loops.items():
+        parent = mix.loops[i].parent
+        if parent is not None and parent not in trips:  # inside a loop of unknown trips
+            return static, False
+        issued += beyond * (1 if parent is None else trips[parent])
+    return issued, True
 
 
 def outputs(launch: Launch) -> int:

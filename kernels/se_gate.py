@@ -2,9 +2,10 @@
 
 Math. Squeeze-excitation (Hu et al. 2018) reweights the channels of an image by a gate computed
 from the whole image. The squeeze (the spatial mean) is not done here: the depthwise-conv kernel
-already emits per-image per-channel pixel *sums*, so this kernel starts from them::
+already emits per-image per-channel pixel *sums*, in P parts (one per block of pixels its
+programs cover, ``kernels/depthwise_conv.py``), so this kernel starts from them::
 
-    m[c]  = sums[b, c] / hw                                  mean over the hw pixels   [C]
+    m[c]  = sum_p sums[b, p, c] / hw                         mean over the hw pixels   [C]
     h[s]  = silu(sum_c W_r[s, c] m[c] + b_r[s])              reduce FC + SiLU         [S]
     g[c]  = sigmoid(sum_s W_e[c, s] h[s] + b_e[c])           expand FC + sigmoid      [C]
 
@@ -22,13 +23,19 @@ so h stays in registers between the two products:
 
 1. reduce, over all of C in steps of ``BLOCK_K``: ``acc [BLOCK_S, BLOCK_B] += W_r tile
    [BLOCK_S, BLOCK_K] @ sums^T tile [BLOCK_K, BLOCK_B]``, the weight tile as it lies (rows
-   contiguous along C) and the sums tile read transposed in place. Every program of a row of the
+   contiguous along C) and the sums tile read transposed in place, its P parts loaded and added
+   one after another (``PARTS``, compiled in: ptxas unrolls the loop over them completely for
+   align-base's P = 9, and keeps a loop unrolled several times for the first blocks' 36 to 288).
+   The parts are the price of a depthwise kernel that needs no zeroed buffer (no launch to zero
+   it): P times the bytes of the sums, P tiles a step where there was one, which is what the
+   kernel lab's count for this kernel rises by. Every program of a row of the
    grid computes the same h for its images: the reduce is repeated once per channel range. That
    is the price of one launch: no program can wait for another's h, and a second kernel
    (reduce, then expand) would double the SE gate's launches, 55 more per align-base forward,
    each costing microseconds of launch latency that the kernel lab does not count, about what
    a whole SE gate is predicted to take. So the launcher keeps the grid to at most ``PROGRAMS``
-   programs: one per SM on an A100 (108 SMs) or H100 (132), each repeating the reduce once.
+   programs: one per SM on an A100 (108 SMs) or H100 (132), each repeating the reduce (and so
+   the reading of all P parts of its images' sums, mostly from L2) once.
 2. ``h = silu(acc / hw + b_r)``, with the padded rows s >= S forced to 0 so they add nothing below.
 3. expand, over the program's channels in steps of ``BLOCK_C``: ``e [BLOCK_C, BLOCK_B] = W_e tile
    [BLOCK_C, BLOCK_S] @ h``, plus ``b_e``, the sigmoid, and the ``[BLOCK_C, BLOCK_B]`` gates
@@ -115,7 +122,7 @@ def _dot_parts(w, x_hi, x_mid, x_lo, acc, DOT_DTYPE: tl.constexpr):
 
 @triton.jit
 def _se_gate_kernel(
-    sums_ptr,  # [B, C] float32 per-image per-channel pixel sums, contiguous (row stride C)
+    sums_ptr,  # [B, PARTS, C] float32 per-image per-channel pixel sums in PARTS parts, contiguous
     w_r_ptr,  # [S, C] reduce weight (the [S, C, 1, 1] conv weight), contiguous (row stride C)
     b_r_ptr,  # [S] reduce bias
     w_e_ptr,  # [C, S] expand weight (the [C, S, 1, 1] conv weight), contiguous (row stride S)
@@ -125,6 +132,7 @@ def _se_gate_kernel(
     hw,  # number of pixels (as a float): m = sums / hw
     C: tl.constexpr,  # channels (constexpr: see below)
     S: tl.constexpr,  # squeezed channels
+    PARTS: tl.constexpr,  # partial sums per (image, channel), added here as they are loaded
     BLOCK_B: tl.constexpr,  # images per program (>= 16: tl.dot)
     BLOCK_S: tl.constexpr,  # >= S: the whole hidden vector h in one block
     BLOCK_K: tl.constexpr,  # channels per step of the reduce
@@ -141,7 +149,7 @@ def _se_gate_kernel(
     s_load = s_idx % S  # wrapped: the rows s >= S repeat real rows and are zeroed in h below
     k_base = tl.arange(0, BLOCK_K)  # [BLOCK_K]
     w_ptrs = w_r_ptr + s_load[:, None] * C + k_base[None, :]  # [BLOCK_S, BLOCK_K] of W_r
-    x_ptrs = sums_ptr + (b_idx % B)[None, :] * C + k_base[:, None]  # [BLOCK_K, BLOCK_B] of sums^T
+    x_ptrs = sums_ptr + (b_idx % B)[None, :] * (PARTS * C) + k_base[:, None]  # [BLOCK_K, BLOCK_B] of part 0^T
 
     # 1. reduce: acc[s, b] = sum_c W_r[s, c] sums[b, c]
     acc = tl.zeros((BLOCK_S, BLOCK_B), dtype=tl.float32)
@@ -149,10 +157,14 @@ def _se_gate_kernel(
         if C % BLOCK_K == 0:  # no C tail: unmasked loads (decided at compile time)
             w = tl.load(w_ptrs)
             x = tl.load(x_ptrs)
+            for p in range(1, PARTS):
+                x += tl.load(x_ptrs + p * C)
         else:
             k_valid = k_base < C - c0  # [BLOCK_K] false in the C tail: zeros there
             w = tl.load(w_ptrs, mask=k_valid[None, :], other=0.0)
             x = tl.load(x_ptrs, mask=k_valid[:, None], other=0.0)
+            for p in range(1, PARTS):
+                x += tl.load(x_ptrs + p * C, mask=k_valid[:, None], other=0.0)
         x_hi, x_mid, x_lo = _bf16_parts(x)
         acc = _dot_parts(w, x_hi, x_mid, x_lo, acc, DOT_DTYPE)
         w_ptrs += BLOCK_K
@@ -214,7 +226,8 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
     """Squeeze-excitation gate ``sigmoid(W_e silu(W_r (sums / hw) + b_r) + b_e)``, per image.
 
     Args:
-        sums: ``[B, C]`` float32, contiguous: per-image per-channel sums over the pixels.
+        sums: ``[B, C]`` float32, contiguous: per-image per-channel sums over the pixels; or
+            ``[B, P, C]``, the same sums in P parts (the depthwise kernel's), added here.
         hw: the number of pixels summed (H * W), a positive int.
         reduce_weight: ``[S, C, 1, 1]`` (or ``[S, C]``), contiguous; float32, bfloat16 or float16.
         reduce_bias: ``[S]``, contiguous, the weights' dtype.
@@ -227,8 +240,12 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
     """
     import torch
 
-    check_tensor("sums", sums, ndim=2, dtypes=(torch.float32,), contiguous=True)
-    B, C = sums.shape
+    check_tensor("sums", sums, dtypes=(torch.float32,), contiguous=True)
+    if sums.ndim == 2:
+        sums = sums.unsqueeze(1)  # [B, C] is one part
+    if sums.ndim != 3:
+        raise KernelInputError(f"sums must be [B, C] or [B, parts, C], got shape {tuple(sums.shape)}")
+    B, parts, C = sums.shape
     if isinstance(hw, bool) or not isinstance(hw, numbers.Integral) or hw <= 0:
         raise KernelInputError(f"hw must be a positive int (the number of pixels summed), got {hw!r}")
     wdtypes = tuple(getattr(torch, n) for n in _WEIGHT_DTYPE_NAMES)
@@ -247,8 +264,8 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
                                f"got {tuple(expand_weight.shape)}")
     check_tensor("reduce_bias", reduce_bias, shape=(S,), dtypes=(wdtype,), device=sums.device, contiguous=True)
     check_tensor("expand_bias", expand_bias, shape=(C,), dtypes=(wdtype,), device=sums.device, contiguous=True)
-    if max(B, S) * C >= 2**31:  # the kernel's offsets are int32
-        raise KernelInputError(f"sums [B, C] = [{B}, {C}] or the weights [S, C] = [{S}, {C}] have 2**31 "
+    if max(B * parts, S) * C >= 2**31:  # the kernel's offsets are int32
+        raise KernelInputError(f"sums [B, P, C] = [{B}, {parts}, {C}] or the weights [S, C] = [{S}, {C}] have 2**31 "
                                "elements or more; split the batch")
 
     gate = torch.empty((B, C), dtype=torch.float32, device=sums.device)
@@ -257,7 +274,7 @@ def se_gate(sums, hw: int, reduce_weight, reduce_bias, expand_weight, expand_bia
     config = _config(B, C, S, wdtype == torch.bfloat16)
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(C, config["CHANNELS_PER_PROGRAM"]))
     _se_gate_kernel[grid](
-        sums, w_r, reduce_bias, w_e, expand_bias, gate, B, float(hw), C, S,
+        sums, w_r, reduce_bias, w_e, expand_bias, gate, B, float(hw), C, S, parts,
         DOT_DTYPE=tl.float32 if INTERPRETED else tl.bfloat16, num_warps=4, **config,
     )
     return gate

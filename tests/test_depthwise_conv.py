@@ -33,9 +33,10 @@ Y_TOLERANCES = {
     torch.bfloat16: TOLERANCES["bfloat16"],
     torch.float16: TOLERANCES["float16"],
 }
-# The spatial sums are float32 in every dtype (summed before the output is rounded); the tests
-# compare the mean, sums / (Ho * Wo), which is what squeeze-excitation uses. Atomics add the tiles
-# in a nondeterministic order: the error is a few float32 ulps of max |y|, never bit-exact.
+# The spatial sums are float32 in every dtype (summed before the output is rounded), in parts, one
+# per program of an image; the tests compare the mean, sums.sum(1) / (Ho * Wo), which is what
+# squeeze-excitation uses, and each part over Ho * Wo likewise. A float32 sum in another order than
+# float64's: the error is a few float32 ulps of max |y|.
 MEAN_TOLERANCE = dict(atol=1e-5, rtol=1e-5)
 
 # (stride, adjust) as vision_model.depthwise_padding takes them: stride 1 is always "same".
@@ -91,18 +92,38 @@ def random_case(seed, B, H, W, C, k, *, dtype=torch.float32, device="cpu", offse
     return x.to(device, dtype), weight.to(device, dtype), bn
 
 
+def part_pixels(Ho: int, Wo: int, C: int, k: int, stride: int) -> torch.Tensor:
+    # -> [P, Ho, Wo] float64 of 0/1
+    """Which output pixels each part of the sums covers: part p is program p's BLOCK_R patches of
+    ROWS x RUN pixels, consecutive in raster order over the map's patches (the kernel's
+    docstring), as the launcher's tiling (``_block_sizes``, forced by some tests) lays them."""
+    import minialign.kernels.depthwise_conv as depthwise_conv
+
+    rows, run, block_r, _, _ = depthwise_conv._block_sizes(Ho, Wo, C, k, stride)
+    per_row, patches = -(-Wo // run), -(-Ho // rows) * -(-Wo // run)
+    parts = torch.zeros(-(-patches // block_r), Ho, Wo, dtype=torch.float64)
+    for patch in range(patches):
+        y0, x0 = patch // per_row * rows, patch % per_row * run
+        parts[patch // block_r, y0:y0 + rows, x0:x0 + run] = 1  # slicing clips at the map's edge
+    return parts
+
+
 def check_against_references(x, weight, bn, *, stride, padding, activation=True):
-    """Run the kernel and compare y and sums with torch (float64, CPU) and with the reference ops."""
+    """Run the kernel and compare y and sums with torch (float64, CPU) and with the reference ops:
+    the sums' total, and each of their parts."""
     scale, shift = fold_batch_norm(bn)
     y, sums = depthwise_conv_bn_silu(x, weight, scale, shift, stride=stride, padding=padding, activation=activation)
-    Ho, Wo = y.shape[1:3]
+    B, Ho, Wo, C = y.shape
     tol = Y_TOLERANCES[x.dtype]
 
     x64, w64 = x.detach().cpu().double(), weight.detach().cpu().double()
     bn64 = {n: (v.cpu().double() if torch.is_tensor(v) else v) for n, v in bn.items()}
     y_ref, mean_ref = torch_depthwise_bn_silu(x64, w64, bn64, stride=stride, padding=padding, activation=activation)
     assert_close(y, y_ref, **tol, name="y vs torch")
-    assert_close(sums / (Ho * Wo), mean_ref, **MEAN_TOLERANCE, name="sums / (Ho*Wo) vs torch mean")
+    assert_close(sums.sum(1) / (Ho * Wo), mean_ref, **MEAN_TOLERANCE, name="sums.sum(1) / (Ho*Wo) vs torch mean")
+    parts = torch.einsum("phw,bhwc->bpc", part_pixels(Ho, Wo, C, weight.shape[-1], stride), y_ref)
+    assert sums.shape == parts.shape, (tuple(sums.shape), tuple(parts.shape))
+    assert_close(sums / (Ho * Wo), parts / (Ho * Wo), **MEAN_TOLERANCE, name="each part / (Ho*Wo) vs torch")
 
     # The reference ops this kernel replaces, in float32 on the same (rounded) inputs.
     npf = {n: (v.cpu().float().numpy() if torch.is_tensor(v) else v) for n, v in bn.items()}
@@ -111,7 +132,8 @@ def check_against_references(x, weight, bn, *, stride, padding, activation=True)
     if activation:
         h = reference.silu(h)
     assert_close(y, h, **tol, name="y vs the reference ops")
-    assert_close(sums / (Ho * Wo), h.mean(axis=(1, 2)), **MEAN_TOLERANCE, name="sums / (Ho*Wo) vs the reference mean")
+    assert_close(sums.sum(1) / (Ho * Wo), h.mean(axis=(1, 2)), **MEAN_TOLERANCE,
+                 name="sums.sum(1) / (Ho*Wo) vs the reference mean")
     return y, sums
 
 
@@ -132,7 +154,9 @@ def test_hand_computed_box_filter(kernel_device):
                 [27, 45, 33],
                 [24, 39, 28]]
     assert y[0, :, :, 0].tolist() == expected
-    assert sums.tolist() == [[245.0]]  # 12 + 21 + 16 + 27 + 45 + 33 + 24 + 39 + 28
+    # A 3-wide map is one patch a row and a program a patch here (one channel): three parts, the
+    # rows' sums, which add up to 245.
+    assert sums.tolist() == [[[12 + 21 + 16], [27 + 45 + 33], [24 + 39 + 28]]]
 
     # Stride 2, symmetric padding: the four corners. With transformers' adjusted padding
     # (0, 1, 0, 1) the single output's window is the whole image.
@@ -144,7 +168,7 @@ def test_hand_computed_box_filter(kernel_device):
     # BN then SiLU on the centre: z = 45 * 0.1 - 4 = 0.5; silu(0.5) = 0.5 / (1 + e^-0.5).
     y, sums = depthwise_conv_bn_silu(x, w, one * 0.1, zero - 4, stride=2, padding=(0, 1, 0, 1))
     assert y.item() == pytest.approx(0.5 / (1 + np.exp(-0.5)), rel=1e-6)
-    assert sums.item() == pytest.approx(y.item(), rel=1e-6)
+    assert sums.shape == (1, 1, 1) and sums.item() == pytest.approx(y.item(), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,6 +232,16 @@ def test_half_precision_inputs(dtype, kernel_device):
     x, w, bn = random_case(3, 2, 7, 6, 5, 5, dtype=dtype, device=kernel_device)
     y, sums = check_against_references(x, w, bn, stride=1, padding=(2, 2, 2, 2))
     assert y.dtype == dtype and sums.dtype == torch.float32
+
+
+def test_sums_are_deterministic(kernel_device):
+    """Each part is written by one program, with no atomics: two runs give the same bits (and
+    the parts need no zeroed buffer: the launcher allocates them with torch.empty)."""
+    x, w, bn = random_case(5, 2, 17, 16, 70, 3, device=kernel_device, offset=1.0)
+    scale, shift = fold_batch_norm(bn)
+    runs = [depthwise_conv_bn_silu(x, w, scale, shift, stride=1, padding=(1, 1, 1, 1))[1] for _ in range(2)]
+    assert runs[0].shape[1] > 1  # several parts per image
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_options_and_weight_dtype(kernel_device):

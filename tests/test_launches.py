@@ -9,10 +9,11 @@ per MBConv block
     Triton: expansion GEMM (blocks with expand_ratio != 1), depthwise conv + BN + SiLU + the
             squeeze's sums, SE gate, projection GEMM (with the gate on its input and the
             residual in its epilogue): 4 launches, 3 without expansion.
-    torch:  1, the zeroing of the squeeze's sums, which the depthwise launcher allocates with
-            torch.zeros because its kernel accumulates them with atomics. (Nothing else: the
-            depthwise taps, the batchnorm's scale of ones and the float32 shift are prepared
-            when the model is built, and se_gate divides the sums by the pixel count itself.)
+    torch:  none. The depthwise kernel writes the squeeze's sums in parts, one per program,
+            into a torch.empty buffer (an allocation, no launch: nothing to zero), and se_gate
+            adds the parts and divides by the pixel count itself; the depthwise taps, the
+            batchnorm's scale of ones and the float32 shift are prepared when the model is
+            built.
 once per forward, torch
     clone         the NCHW input to channels-last (nchw_to_nhwc);
     convolution   the stem's 3x3 conv with its folded-batchnorm bias (cuDNN on a GPU, which
@@ -67,13 +68,12 @@ def test_vision_forward_launches(size, pads):
         "_depthwise_conv_bn_silu_kernel": blocks,
         "_se_gate_kernel": blocks,
     }
-    assert dict(launched.torch) == {
-        "zeros": blocks,  # the squeeze's sums, zeroed by the depthwise launcher
+    assert dict(launched.torch) == {  # once per forward, none per block
         "clone": 1, "convolution": 1, "silu_": 1, "mean": 1,
         **({"constant_pad_nd": 1} if pads else {}),
     }
     fixed = 4 + pads
-    assert launched.total == 4 * expanding + 3 * (blocks - expanding) + blocks + fixed
+    assert launched.total == 4 * expanding + 3 * (blocks - expanding) + fixed
 
 
 def test_weights_are_prepared_once_not_per_forward():

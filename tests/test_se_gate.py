@@ -64,6 +64,9 @@ def test_hand_case(kernel_device):
     h = -0.5 / (1 + math.exp(0.5))
     expected = [[1 / (1 + math.exp(-2 * h)), 1 / (1 + math.exp(-1))]]
     assert_close(se_gate(sums, 2, w_r, b_r, w_e, b_e), expected, atol=1e-7, rtol=1e-6)
+    # The same sums in three parts, as the depthwise kernel leaves them: [2, 4] = [1, 5] + [1, -2] + [0, 1].
+    parts = torch.tensor([[[1.0, 5.0], [1.0, -2.0], [0.0, 1.0]]], device=dev)
+    assert_close(se_gate(parts, 2, w_r, b_r, w_e, b_e), expected, atol=1e-7, rtol=1e-6)
 
 
 @pytest.mark.parametrize("weight_dtype", WEIGHT_DTYPES, ids=str)
@@ -140,13 +143,17 @@ def test_tiling_edges(kernel_device, monkeypatch, weight_dtype, B, C, S, program
     # 160 = align-base's widest squeeze (BLOCK_S = 256, BLOCK_C = 16); 33 -> BLOCK_S = 64
     s=st.sampled_from([1, 2, 5, 33, 160]),
     hw=st.sampled_from([1, 9, 49]),
+    # None: [B, C] sums; else [B, P, C] parts, as the depthwise kernel writes them (align-base: 9
+    # on most maps, up to 288)
+    parts=st.sampled_from([None, 1, 2, 9, 36]),
     seed=st.integers(0, 2**31),
 )
-def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, b, c, s, hw, seed):
+def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, b, c, s, hw, parts, seed):
     g = torch.Generator().manual_seed(seed)
     weights = random_se(c, s, seed, kernel_dtype)
-    sums = hw * torch.randn(b, c, generator=g)
-    gate = se_gate(sums.to(kernel_device), hw, *(t.to(kernel_device) for t in weights))
+    given_sums = hw * torch.randn(b, c, generator=g) if parts is None else hw / parts * torch.randn(b, parts, c, generator=g)
+    sums = given_sums if parts is None else given_sums.double().sum(1).float()  # what the references take
+    gate = se_gate(given_sums.to(kernel_device), hw, *(t.to(kernel_device) for t in weights))
     assert gate.dtype == torch.float32 and gate.shape == (b, c)
 
     w32 = [t.float() for t in weights]
@@ -193,7 +200,7 @@ def _args(dev, B=2, C=6, S=3):
 
 @pytest.mark.parametrize("case, match", [
     ("sums_dtype", "sums must have dtype"),
-    ("sums_ndim", "sums must have 2 dimensions"),
+    ("sums_ndim", r"sums must be \[B, C\] or \[B, parts, C\], got shape \(2, 6, 1, 1\)"),
     ("sums_noncontiguous", "sums must be contiguous"),
     ("hw_zero", "hw must be a positive int"),
     ("hw_float", "hw must be a positive int"),
@@ -246,6 +253,17 @@ def test_bad_inputs(kernel_device, case, match):
         a[2] = torch.randn(3, 6, 1, 1, device="meta")
     with pytest.raises(KernelInputError, match=match):
         se_gate(*a)
+
+
+def test_parts_add_up_deterministically(kernel_device):
+    """Parts as many as align-base's first block has (288 at C = 64), with a C tail (C = 130 is not
+    a multiple of BLOCK_K): the gate is that of the parts' sum, the same bits on every run."""
+    g = torch.Generator().manual_seed(3)
+    weights = [t.to(kernel_device) for t in random_se(130, 5, seed=3)]
+    parts = 49 / 288 * torch.randn(2, 288, 130, generator=g)
+    gates = [se_gate(parts.to(kernel_device), 49, *weights) for _ in range(2)]
+    assert torch.equal(gates[0], gates[1])
+    assert_close(gates[0], torch_se_gate(parts.double().sum(1).float(), 49, *(t.cpu() for t in weights)), **TOL)
 
 
 def test_offsets_past_int32_are_refused():

@@ -168,16 +168,25 @@ class Ops(Protocol):
 
     def depthwise_conv2d(self, x: Array, weight: Array, stride: int = 1, padding: Padding = (0, 0, 0, 0), *,
                          bias: Array | None = None, activation: str | None = None,
-                         return_means: bool = False) -> Array | tuple[Array, Array]:
-        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and [B, C] float32 with return_means)
+                         return_means: bool = False) -> Array | tuple[Array, Any]:
+        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and the squeeze: [B, C] means with return_means)
         """act(per-channel k x k conv of pad(x) + b), and with ``return_means`` also its mean
-        over pixels (the squeeze of the squeeze-excitation that follows)."""
+        over pixels (the squeeze of the squeeze-excitation that follows).
 
-    def squeeze_excite_gate(self, pooled: Array, w_reduce: Array, b_reduce: Array, w_expand: Array,
+        The squeeze goes from here to this backend's ``squeeze_excite_gate`` and nowhere else,
+        so a backend may hand it over in a form of its own: the NumPy backends return the
+        ``[B, C]`` float32 means; the Triton backend the depthwise kernel's partial sums and
+        the pixel count (``triton.PixelSums``), which its SE gate kernel adds and divides, so
+        that nothing runs between the two kernels. Whatever the form, ``to_numpy`` of it is
+        the ``[B, C]`` float32 means."""
+
+    def squeeze_excite_gate(self, pooled: Any, w_reduce: Array, b_reduce: Array, w_expand: Array,
                             b_expand: Array, *, activation: str = "silu") -> Array:
         # [B, C], [S, C, 1, 1], [S], [C, S, 1, 1], [C] -> [B, C]
         """sigmoid(W_e act(W_r s + b_r) + b_e): one factor in (0, 1) per image and channel; ``act``
-        is the tower's hidden_act (SiLU in every ALIGN checkpoint), one of ACTIVATION_NAMES."""
+        is the tower's hidden_act (SiLU in every ALIGN checkpoint), one of ACTIVATION_NAMES.
+        ``pooled`` is s: ``[B, C]`` means, or the squeeze as this backend's ``depthwise_conv2d``
+        returned it."""
 
     def global_pool(self, x: Array, kind: str) -> Array:  # [B, H, W, C] -> [B, C] float32
         """Mean (``kind="mean"``) or max over all pixels."""

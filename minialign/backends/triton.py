@@ -16,8 +16,8 @@ Where each op's work goes:
 | multi_head_attention   | ``kernels.attention`` (reads q, k, v in place as [B, heads, T, d]) |
 | packed_attention       | ``kernels.attention_varlen`` (cu_seqlens; q, k, v read in place)   |
 | pointwise_conv         | ``kernels.gemm`` (folded BN, SiLU, SE gate on A, residual)         |
-| depthwise_conv2d       | ``kernels.depthwise_conv_bn_silu`` (also sums for the SE squeeze)  |
-| squeeze_excite_gate    | ``kernels.se_gate``                                                |
+| depthwise_conv2d       | ``kernels.depthwise_conv_bn_silu`` (also partial sums: SE squeeze) |
+| squeeze_excite_gate    | ``kernels.se_gate`` (adds the partial sums as it loads them)       |
 | conv2d (the stem)      | torch: ``F.conv2d`` + SiLU                                         |
 | embedding, add, tanh,  | torch                                                              |
 | scatter_rows, pool     |                                                                    |
@@ -38,16 +38,18 @@ a launch of its own after each residual branch.
 Launches. At batch 64 many of the vision tower's kernels are predicted to run for about as long
 as the host takes to launch them (the kernel lab's per-launch predictions beside
 ``benchmarks/host_overhead.py``), so every launch that is not arithmetic costs speed. Each
-MBConv block is its kernels and nothing else: the expansion GEMM, the depthwise conv (which
-zeroes and fills the squeeze's sums), the SE gate, the projection GEMM (tests/test_launches.py
-counts them). What used to cost a torch kernel per block and forward is made once instead:
+MBConv block is its kernels and nothing else: the expansion GEMM, the depthwise conv, the SE
+gate, the projection GEMM (tests/test_launches.py counts them). What used to cost a torch kernel
+per block and forward is made once instead, or not at all:
 
 - ``prepare_weight`` (called by the towers when they are built) lays each depthwise filter out
   as the kernel reads it, float32 taps ``[k, k, C]``, casts its folded-batchnorm bias to the
   kernel's float32 shift, and makes the vector of ones the kernel's batchnorm scale is (the
   batchnorm is folded into the weights already);
-- the squeeze's means stay the kernel's per-channel sums (``PixelSums``): ``se_gate`` divides by
-  the pixel count inside its kernel;
+- the squeeze's means stay the depthwise kernel's partial sums, one per (image, block of
+  pixels, channel) in a buffer that needs no zeroing (each program writes its own part, no
+  atomics), and ``se_gate`` adds the parts and divides by the pixel count inside its kernel
+  (``PixelSums``: the backend's squeeze value, which the ops contract lets it keep opaque);
 - the stem's channels-last input makes cuDNN write channels-last output, so no transpose follows
   it, and the zero padding it never reads is not materialised.
 
@@ -132,15 +134,17 @@ class ConcatenatedLinears(NamedTuple):
 @dataclass(frozen=True)
 class PixelSums:
     """The squeeze's means as the depthwise kernel leaves them: per-(image, channel) sums over
-    ``pixels`` pixels. ``depthwise_conv2d(return_means=True)`` returns one instead of dividing
-    (a kernel launch per block) because ``squeeze_excite_gate`` hands sums and pixel count to
-    ``se_gate``, which divides in its kernel. ``to_numpy`` gives the means."""
+    ``pixels`` pixels, in parts (one per block of pixels the kernel's programs cover).
+    ``depthwise_conv2d(return_means=True)`` returns one instead of adding the parts and dividing
+    (torch launches per block) because ``squeeze_excite_gate`` hands the parts and the pixel
+    count to ``se_gate``, which adds and divides in its kernel: this is the backend's squeeze
+    value of the ops contract (contract.Ops.depthwise_conv2d). ``to_numpy`` gives the means."""
 
-    sums: object  # [B, C] float32 torch tensor
+    sums: object  # [B, parts, C] float32 torch tensor: the sum over pixels is sums.sum(1)
     pixels: int  # Ho * Wo
 
     def means(self):  # -> [B, C] float32
-        return self.sums / self.pixels
+        return self.sums.sum(dim=1) / self.pixels
 
 
 class TritonOps:
@@ -351,7 +355,7 @@ class TritonOps:
 
     def depthwise_conv2d(self, x, weight, stride: int = 1, padding=(0, 0, 0, 0), *, bias=None,
                          activation=None, return_means: bool = False):
-        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and PixelSums: [B, C] float32 sums)
+        # [B, H, W, C], [C, 1, k, k], [C] -> [B, Ho, Wo, C] (and PixelSums: [B, parts, C] float32 sums)
         import torch
 
         from ..kernels.depthwise_conv import depthwise_conv_bn_silu
@@ -366,18 +370,18 @@ class TritonOps:
                                          activation=activation in _KERNEL_SILU, return_sums=return_means and fused)
         if not fused:  # the activation as a torch step, and the sums of its output
             y = _torch_activation(activation, y)
-            sums = y.float().sum(dim=(1, 2)) if return_means else None
+            sums = y.float().sum(dim=(1, 2)).unsqueeze(1) if return_means else None  # [B, 1, C]: one part
         return (y, PixelSums(sums, y.shape[1] * y.shape[2])) if return_means else y
 
     def squeeze_excite_gate(self, pooled, w_reduce, b_reduce, w_expand, b_expand, *, activation: str = "silu"):
-        # [B, C] means (or PixelSums) -> [B, C] float32 gate
+        # [B, C] means (or PixelSums, this backend's squeeze) -> [B, C] float32 gate
         import torch
 
         from ..kernels.se_gate import se_gate
 
         check_activation(activation, none_ok=False)
         if activation in _KERNEL_SILU:
-            if isinstance(pooled, PixelSums):  # the depthwise kernel's sums: se_gate divides by the pixels
+            if isinstance(pooled, PixelSums):  # the depthwise kernel's parts: se_gate adds them, divides by the pixels
                 return se_gate(pooled.sums, pooled.pixels, w_reduce, b_reduce, w_expand, b_expand)
             return se_gate(pooled.float().contiguous(), 1, w_reduce, b_reduce, w_expand, b_expand)
         # Another activation: the gate's two small matrix products in torch, in float32.
