@@ -131,6 +131,54 @@ def _gelu(x):
 
 
 @triton.jit
+def _normalise_rows(c_ptr, stats_ptr, norm_weight_ptr, norm_bias_ptr, pid_m, M, N, stride_cm, eps,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NORM_TILES: tl.constexpr, EVEN_N: tl.constexpr):
+    """LayerNorm in place of row block ``pid_m`` of C (``BLOCK_M`` rows), every tile of it stored.
+
+    The row statistics combine the tiles' (Chan, Golub & LeVeque's parallel variance): with tile
+    j's n_j columns, mean m_j and sum of squared deviations S_j, the row's mean is
+    ``sum_j n_j m_j / N`` and its sum of squared deviations ``sum_j S_j + n_j (m_j - mean)^2``,
+    as accurate as two passes over the row (no ``E[v^2] - E[v]^2`` cancellation). The other tiles'
+    stores are read with ``.cg`` (from L2, never a stale L1 line), as the just-written rows are:
+    a row block is 128 x 768 x 2 B = 192 KiB in bfloat16, written moments ago, still in L2.
+
+    Each element is then centred before it is scaled, ``(v - mean) * rstd * gamma + beta``: a row
+    whose values all equal its mean gives exactly ``beta``, where the two-FMA form
+    ``v * rstd - mean * rstd`` would leave the rounding of ``mean * rstd`` (up to ~0.06 |mean|
+    with eps = 1e-12). Rows past M are masked; columns only when
+    BLOCK_N does not divide N. (The statistics' loads clamp rows past M to the last row instead:
+    in bounds, no mask, never stored.)
+    """
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] unwrapped, for the store's mask
+    rows = tl.minimum(offs_m, M - 1)  # [BLOCK_M] clamped, for loads
+    total = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for j in tl.static_range(NORM_TILES):
+        total += tl.minimum(N - j * BLOCK_N, BLOCK_N).to(tl.float32) * tl.load(stats_ptr + j * M + rows,
+                                                                             cache_modifier=".cg")
+    inv_n = 1.0 / N.to(tl.float32)  # a scalar: one division, not one per row
+    mean = total * inv_n
+    squares = tl.zeros((BLOCK_M,), dtype=tl.float32)  # sum of squared deviations from the row's mean
+    for j in tl.static_range(NORM_TILES):
+        shift = tl.load(stats_ptr + j * M + rows, cache_modifier=".cg") - mean
+        squares += (tl.load(stats_ptr + (NORM_TILES + j) * M + rows, cache_modifier=".cg")
+                    + tl.minimum(N - j * BLOCK_N, BLOCK_N).to(tl.float32) * shift * shift)
+    rstd = tl.math.rsqrt(squares * inv_n + eps)  # [BLOCK_M] MUFU.RSQ, relative error ~1e-7
+    for j in tl.static_range(NORM_TILES):
+        offs_n = j * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+        if EVEN_N:
+            n_valid = tl.full((BLOCK_N,), True, tl.int1)
+        else:
+            n_valid = offs_n < N
+        mask = (offs_m[:, None] < M) & n_valid[None, :]
+        v = tl.load(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :], mask=mask,
+                    cache_modifier=".cg").to(tl.float32)
+        gamma = tl.load(norm_weight_ptr + offs_n, mask=n_valid).to(tl.float32)
+        beta = tl.load(norm_bias_ptr + offs_n, mask=n_valid).to(tl.float32)
+        y = (v - mean[:, None]) * rstd[:, None] * gamma[None, :] + beta[None, :]  # [BLOCK_M, BLOCK_N]
+        tl.store(c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :], y.to(c_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _gemm_epilogue_kernel(
     a_ptr,  # [M, K] activations, any strides (stride_am, stride_ak)
     w_ptr,  # [N, K] weight as stored by the checkpoint, any strides (stride_wn, stride_wk)
@@ -139,6 +187,12 @@ def _gemm_epilogue_kernel(
     col_scale_ptr,  # [N] contiguous per-output-channel scale (folded BN), or None
     col_shift_ptr,  # [N] contiguous per-output-channel shift (bias / folded BN), or None
     residual_ptr,  # [M, N] added after the activation, any strides (stride_rm, stride_rn), or None
+    norm_weight_ptr,  # [N] contiguous LayerNorm gain (gamma) over each whole row of C, or None: no LayerNorm
+    norm_bias_ptr,  # [N] contiguous LayerNorm shift (beta); given with norm_weight_ptr
+    stats_ptr,  # [2, NORM_TILES, M] float32 scratch: each tile's row means, then its rows' sums of
+    #   squared deviations from those means (LayerNorm only)
+    counter_ptr,  # [>= cdiv(M, BLOCK_M)] int32, zero at launch and left zero: tiles of each row block
+    #   that have stored their part (LayerNorm only)
     M, N,  # output size: C[M, N] = A[M, K] W[N, K]^T
     K: tl.constexpr,  # reduction length, a compile-time constant: one compile per layer width (~15 in ALIGN).
     #   It makes the loop bound a Python int (which Triton 3.6's interpreter needs with NumPy >= 2.4)
@@ -149,11 +203,14 @@ def _gemm_epilogue_kernel(
     stride_cm,  # C: elements between rows
     stride_sb, stride_sk,  # a_scale: elements between images / between input channels
     stride_rm, stride_rn,  # residual: elements between rows / between columns
+    eps,  # LayerNorm: added to the variance
     ACTIVATION: tl.constexpr,  # None, "gelu", "gelu_tanh" or "silu"
     DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs (true fp32, as torch's default);
     #   "tf32" otherwise, which 16-bit inputs ignore
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,  # output tile and K step
     GROUP_M: tl.constexpr,  # tile rows per group in the grouped ordering
+    NORM_TILES: tl.constexpr,  # LayerNorm: tiles across a row, cdiv(N, BLOCK_N) (0 without one)
+    EVEN_N: tl.constexpr,  # LayerNorm: BLOCK_N divides N, so the normalising pass needs no column masks
 ):
     # -- which output tile: grouped ordering (tutorial 03) -------------------------------------
     pid = tl.program_id(axis=0)
@@ -219,8 +276,30 @@ def _gemm_epilogue_kernel(
     if residual_ptr is not None:
         r_ptrs = residual_ptr + offs_cm[:, None] * stride_rm + offs_cn[None, :] * stride_rn
         acc = acc + tl.load(r_ptrs, mask=c_mask, other=0.0).to(tl.float32)
+    if norm_weight_ptr is not None:
+        # This tile's share of its rows' statistics, from the float32 values before the store
+        # rounds them: the mean of its n valid columns and the sum of squared deviations from it
+        # (columns past N wrapped to real ones: zeroed, and not counted).
+        n = tl.minimum(N - pid_n * BLOCK_N, BLOCK_N)
+        acc = tl.where(n_valid[None, :], acc, 0.0)
+        tile_mean = tl.sum(acc, axis=1) / n.to(tl.float32)  # [BLOCK_M]
+        deviation = tl.where(n_valid[None, :], acc - tile_mean[:, None], 0.0)
+        m_valid = offs_cm < M
+        tl.store(stats_ptr + pid_n * M + offs_cm, tile_mean, mask=m_valid)
+        tl.store(stats_ptr + (NORM_TILES + pid_n) * M + offs_cm, tl.sum(deviation * deviation, axis=1), mask=m_valid)
     c_ptrs = c_ptr + offs_cm[:, None] * stride_cm + offs_cn[None, :]
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)  # with a LayerNorm: the rows before it
+
+    if norm_weight_ptr is not None:
+        # The last of a row block's NORM_TILES tiles to get here normalises the whole block. The
+        # barrier orders every thread's stores above before the counter's release (the atomic is
+        # one thread's); its acquire makes the other tiles' stores visible to this program.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(counter_ptr + pid_m, 1, sem="acq_rel", scope="gpu")
+        if arrived == NORM_TILES - 1:
+            tl.atomic_xchg(counter_ptr + pid_m, 0, sem="relaxed", scope="gpu")  # zero again for the next launch
+            _normalise_rows(c_ptr, stats_ptr, norm_weight_ptr, norm_bias_ptr, pid_m, M, N, stride_cm, eps,
+                            BLOCK_M, BLOCK_N, NORM_TILES, EVEN_N)
 
 
 def _tile(bm: int, bn: int, bk: int, warps: int, stages: int) -> dict:
@@ -287,9 +366,29 @@ def _config(dtype, N: int, has_a_scale: bool, activation: str | None = None) -> 
     return dict(CONFIGS[name])
 
 
+# Per device, int32 counters the LayerNorm epilogue counts a row block's finished tiles in. Made
+# zero once (a fill, on a device's first GEMM + LayerNorm or a larger M), and left zero by every
+# launch (the last tile of a row block resets its counter), so no launch needs a fill of its own.
+# Launches that run at once on two streams of one device would share them: the Triton backend
+# runs on one stream.
+_TILE_COUNTERS: dict = {}
+
+
+def _tile_counters(device, n: int):
+    """At least ``n`` int32 zeros on ``device``, kept from one launch to the next."""
+    import torch
+
+    counters = _TILE_COUNTERS.get(device)
+    if counters is None or counters.numel() < n:
+        counters = _TILE_COUNTERS[device] = torch.zeros(triton.next_power_of_2(max(n, 256)), dtype=torch.int32,
+                                                        device=device)
+    return counters
+
+
 def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = None, residual=None,
-         a_scale=None, rows_per_image: int | None = None, config: dict | None = None):
-    """``C = act((A * a_scale[image]) @ W^T * scale + shift) + residual``, in one kernel.
+         a_scale=None, rows_per_image: int | None = None, layer_norm=None, config: dict | None = None):
+    """``C = act((A * a_scale[image]) @ W^T * scale + shift) + residual``, in one kernel
+    (then, with ``layer_norm``, each row of that normalised).
 
     Args:
         a: ``[M, K]`` activations, float32 / bfloat16 / float16 (float32 only under the
@@ -308,6 +407,9 @@ def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = No
             gate; in ``a``'s dtype or float32, any strides. Needs ``rows_per_image``.
         rows_per_image: rows of ``a`` per image (``H*W``): row ``m`` is scaled by
             ``a_scale[m // rows_per_image]``; must divide M, with ``M // rows_per_image == B``.
+        layer_norm: ``(weight, bias, eps)``: LayerNorm over each whole row of the result, last
+            (BERT's ``LayerNorm(dense(x) + residual)``); ``weight``, ``bias`` ``[N]`` contiguous,
+            both float32 or both in ``a``'s dtype; ``eps >= 0`` added to the variance.
         config: for benchmarks only: entries that override ``_config``'s table (BLOCK_M,
             BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages), to compare tile shapes.
 
@@ -349,6 +451,21 @@ def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = No
     if residual is not None:
         check_tensor("residual", residual, shape=(M, N), dtypes=(dtype,), device=device)
 
+    if layer_norm is not None:
+        if not isinstance(layer_norm, (tuple, list)) or len(layer_norm) != 3:
+            raise KernelInputError("layer_norm must be (weight, bias, eps): the LayerNorm's gain and shift [N] "
+                                   "and the epsilon added to the variance")
+        norm_weight, norm_bias, eps = layer_norm
+        check_tensor("layer_norm weight", norm_weight, shape=(N,), dtypes=vector_dtypes, device=device,
+                     contiguous=True)
+        check_tensor("layer_norm bias", norm_bias, shape=(N,), dtypes=(norm_weight.dtype,), device=device,
+                     contiguous=True)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise KernelInputError(f"layer_norm eps must be a real number >= 0, got {eps!r}")
+    else:
+        norm_weight = norm_bias = None
+        eps = 0.0
+
     if (a_scale is None) != (rows_per_image is None):
         raise KernelInputError("a_scale and rows_per_image go together: a_scale [B, K] scales row m of a by "
                                "a_scale[m // rows_per_image]; give both or neither")
@@ -377,24 +494,32 @@ def gemm(a, w, *, bias=None, scale=None, shift=None, activation: str | None = No
         if unknown:
             raise KernelInputError(f"config keys {sorted(unknown)} are not among {sorted(cfg)}")
         cfg.update(config)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    row_blocks, norm_tiles = triton.cdiv(M, cfg["BLOCK_M"]), triton.cdiv(N, cfg["BLOCK_N"])
+    stats = counters = None
+    if layer_norm is not None:
+        stats = torch.empty((2, norm_tiles, M), device=device, dtype=torch.float32)
+        counters = _tile_counters(device, row_blocks)
+    grid = (row_blocks * norm_tiles,)
     _gemm_epilogue_kernel[grid](
-        a, w, c, a_scale, scale, shift, residual,
+        a, w, c, a_scale, scale, shift, residual, norm_weight, norm_bias, stats, counters,
         M, N, K, rows_per_image if a_scale is not None else 1,
         a.stride(0), a.stride(1),
         w.stride(0), w.stride(1),
         c.stride(0),
         *(a_scale.stride() if a_scale is not None else (0, 0)),
         *(residual.stride() if residual is not None else (0, 0)),
+        float(eps),
         ACTIVATION=activation,
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        NORM_TILES=norm_tiles if layer_norm is not None else 0,
+        EVEN_N=layer_norm is not None and N % cfg["BLOCK_N"] == 0,
         **cfg,
     )
     return c
 
 
 def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, residual=None,
-                   a_scale=None, rows_per_image=None):
+                   a_scale=None, rows_per_image=None, layer_norm=None):
     """The spec, in torch: what ``gemm`` computes, in float32 from the same inputs.
 
     Returns float32 (compare with the output dtype's tolerance). The roundings of the kernel it
@@ -425,4 +550,7 @@ def gemm_reference(a, w, *, bias=None, scale=None, shift=None, activation=None, 
         y = F.silu(y)
     if residual is not None:
         y = y + residual.float()
+    if layer_norm is not None:
+        weight, bias, eps = layer_norm
+        y = F.layer_norm(y, y.shape[-1:], weight.float(), bias.float(), eps)
     return y

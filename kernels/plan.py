@@ -346,7 +346,7 @@ def unused_kernel_launches(*, arch: str = "sm_90a", dtype: str = "bfloat16", ima
 def gemm_variant(launch: Launch, arch: str, *, bare: bool = False, config: dict | None = None) -> Launch:
     """``launch``, a GEMM's, made again by the launcher for ``arch``: the same A and W (shapes,
     dtypes, strides) and, unless ``bare``, the same epilogue (scale, shift or bias, activation,
-    residual, gate); with ``config``, that tile (``gemm``'s benchmark override). The kernel lab
+    residual, gate, LayerNorm); with ``config``, that tile (``gemm``'s benchmark override). The kernel lab
     prices a fused epilogue against the bare GEMM, and ``benchmarks/gemm_configs.py`` sweeps tiles."""
     import torch
 
@@ -362,6 +362,8 @@ def gemm_variant(launch: Launch, arch: str, *, bare: bool = False, config: dict 
                                                       ("residual", "residual_ptr"), ("a_scale", "a_scale_ptr"))
                     if name in launch.tensors}
         epilogue["activation"] = launch.constants["ACTIVATION"]
+        if "norm_weight_ptr" in launch.tensors:
+            epilogue["layer_norm"] = (meta("norm_weight_ptr"), meta("norm_bias_ptr"), launch.scalars["eps"])
         if "a_scale" in epilogue:
             epilogue["rows_per_image"] = launch.scalars["rows_per_image"]
     launches: list[Launch] = []

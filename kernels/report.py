@@ -98,7 +98,10 @@ def bytes_and_flops(launch: Launch) -> tuple[int, int, str]:
     """(bytes, FLOPs, "tensor" or "vector"): the minimum one launch must move and compute.
 
     gemm        A [M, K], W [N, K] read, C [M, N] written; residual, SE gate, scale/shift read
-                when present. 2 M N K FLOPs on tensor cores (the epilogue is not counted).
+                when present. 2 M N K FLOPs on tensor cores (the epilogue is not counted). With
+                a LayerNorm: its gamma and beta read, and the tiles' row statistics [2, tiles, M]
+                float32 written and read once. The pre-norm rows the last tile of a row block
+                reads back and overwrites are not counted again: they are C, just written, in L2.
     attention   q, k, v read, the output written, the mask read: 4 B T H values. QK^T and PV:
                 2 * 2 * B * heads * T^2 * D FLOPs. Packed: 4 N H values and cu_seqlens, and
                 2 * 2 * heads * D * sum_b L_b^2 FLOPs (each sequence against itself; the lengths
@@ -114,8 +117,8 @@ def bytes_and_flops(launch: Launch) -> tuple[int, int, str]:
     b = lambda *names: sum(_nbytes(launch, n) for n in names)  # noqa: E731
     if k == "_gemm_epilogue_kernel":
         M, N, K = s["M"], s["N"], c["K"]
-        return (b("a_ptr", "w_ptr", "c_ptr", "a_scale_ptr", "col_scale_ptr", "col_shift_ptr", "residual_ptr"),
-                2 * M * N * K, "tensor")
+        return (b("a_ptr", "w_ptr", "c_ptr", "a_scale_ptr", "col_scale_ptr", "col_shift_ptr", "residual_ptr",
+                  "norm_weight_ptr", "norm_bias_ptr") + 2 * b("stats_ptr"), 2 * M * N * K, "tensor")
     if k == "_attention_kernel" and "cu_seqlens_ptr" in launch.tensors:
         (_, heads, D), cu = launch.tensors["q_ptr"][0], launch.values["cu_seqlens_ptr"]
         squares = sum((end - start) ** 2 for start, end in zip(cu[:-1], cu[1:]))
@@ -329,7 +332,8 @@ def describe(launch: Launch) -> str:
     k = launch.kernel
     if k == "_gemm_epilogue_kernel":
         extras = [c["ACTIVATION"] or "", "gate" if "a_scale_ptr" in launch.tensors else "",
-                  "residual" if "residual_ptr" in launch.tensors else ""]
+                  "residual" if "residual_ptr" in launch.tensors else "",
+                  "layer_norm" if "norm_weight_ptr" in launch.tensors else ""]
         return (f"gemm M={s['M']} N={s['N']} K={c['K']} {' '.join(e for e in extras if e)} "
                 f"tile {c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']} w{launch.options['num_warps']} "
                 f"s{launch.options['num_stages']}").replace("  ", " ")

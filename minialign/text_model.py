@@ -159,13 +159,15 @@ class AlignTextModel(PretrainedModel):
         p, ops, eps = self.tensors, self.ops, self.config.layer_norm_eps
         pre = f"encoder.layer.{i}."
         context, probs = self.self_attention(i, x, attention_mask, output_attentions)
-        attn = ops.linear(context, p[pre + "attention.output.dense.weight"], p[pre + "attention.output.dense.bias"])
-        a = ops.add_layer_norm(attn, x, p[pre + "attention.output.LayerNorm.weight"],
-                               p[pre + "attention.output.LayerNorm.bias"], eps)  # LayerNorm(attn + x) [B, T, H]
+        a = ops.linear_add_layer_norm(  # LayerNorm(W_o context + b_o + x)  [B, T, H]
+            context, p[pre + "attention.output.dense.weight"], p[pre + "attention.output.dense.bias"], x,
+            p[pre + "attention.output.LayerNorm.weight"], p[pre + "attention.output.LayerNorm.bias"], eps)
         h = ops.linear(a, p[pre + "intermediate.dense.weight"], p[pre + "intermediate.dense.bias"],
                        activation=self.config.hidden_act)  # [B, T, I]
-        out = ops.linear(h, p[pre + "output.dense.weight"], p[pre + "output.dense.bias"])  # [B, T, H]
-        return ops.add_layer_norm(out, a, p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps), probs
+        out = ops.linear_add_layer_norm(  # LayerNorm(W_2 h + b_2 + a)  [B, T, H]
+            h, p[pre + "output.dense.weight"], p[pre + "output.dense.bias"], a,
+            p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps)
+        return out, probs
 
     def pooler(self, x: np.ndarray) -> np.ndarray:
         # [B, T, H] -> [B, H]

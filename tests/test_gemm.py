@@ -261,6 +261,88 @@ def test_strided_views_are_read_in_place(kernel_dtype, kernel_device):
     assert_close(gemm(p["a"], w4, residual=p["residual"], **kwargs), expected, **tol(kernel_dtype), name="1x1 conv W")
 
 
+# -- the LayerNorm epilogue ----------------------------------------------------------------------
+#
+# Each tile stores its rows' mean and sum of squared deviations; the last tile of a row block to
+# finish combines them and normalises the block in place (kernels/gemm.py, _normalise_rows). The
+# widths below put a row over 1, 2 and 3 interpreter tiles of 32 columns, with and without a
+# column tail; M over one or several row blocks, odd. Tolerances: float32 as above (LayerNorm
+# divides by a row's std, O(0.5..3) here, so the errors stay within 1e-5); bfloat16 as above: the
+# rows are stored rounded before they are normalised, against statistics of the unrounded ones,
+# an error of |v| / std * 2^-9, under the output's own rounding for these rows' |mean| / std.
+
+LN_N_SIZES = st.sampled_from([1, 7, 32, 45, 80, 96])  # one column; odd; one tile; 2 tiles, a tail; 3, a tail; 3 even
+
+
+def layer_norm_params(seed, N, device, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed + 7)
+    return 1 + 0.3 * randn(g, N, device=device, dtype=dtype), randn(g, N, device=device, dtype=dtype, scale=0.5)
+
+
+def test_layer_norm_hand_case(kernel_device):
+    # a @ w^T = [[1, 3], [5, 5]]; + residual [[0, 1], [1, 1]] = [[1, 4], [6, 6]]. Row 0: mean 2.5,
+    # variance 2.25 -> [-1, 1]; row 1 is constant: variance 0 -> exactly beta (eps = 0 would
+    # divide by zero; 1e-12 keeps the row's zero deviations zero). Then * gamma [2, 1] + beta [0, 0.5].
+    a = torch.tensor([[1.0, 0.0], [1.0, 2.0]], device=kernel_device)
+    w = torch.tensor([[1.0, 2.0], [3.0, 1.0]], device=kernel_device)
+    residual = torch.tensor([[0.0, 1.0], [1.0, 1.0]], device=kernel_device)
+    gamma, beta = torch.tensor([2.0, 1.0], device=kernel_device), torch.tensor([0.0, 0.5], device=kernel_device)
+    c = gemm(a, w, residual=residual, layer_norm=(gamma, beta, 1e-12))
+    assert_close(c, [[-2.0, 1.5], [0.0, 0.5]], atol=1e-6, rtol=0)
+
+
+@examples(30)
+@given(M=st.sampled_from([1, 5, 33, 67]), K=K_SIZES, N=LN_N_SIZES, activation=ACTS,
+       residual=st.booleans(), offset=st.sampled_from([0.0, 20.0]), seed=seeds)
+def test_layer_norm_epilogue_matches_torch(kernel_dtype, kernel_device, M, K, N, activation, residual, offset, seed):
+    """LayerNorm(act(A W^T + b) + residual) against torch's F.layer_norm of the float32 result;
+    ``offset`` moves the rows' mean to 20 x their std, where E[v^2] - E[v]^2 would cancel."""
+    p = problem(seed, M, K, N, kernel_device, kernel_dtype)
+    gamma, beta = layer_norm_params(seed, N, kernel_device)
+    kw = dict(bias=p["bias"], activation=activation, layer_norm=(gamma, beta, 1e-12),
+              residual=(p["residual"].float() + offset).to(kernel_dtype) if residual else None)
+    c = gemm(p["a"], p["w"], **kw)
+    assert c.shape == (M, N) and c.dtype == kernel_dtype and c.is_contiguous()
+    expected = gemm_reference(p["a"], p["w"], **kw)
+    if kernel_dtype == torch.float32 or not offset:
+        assert_close(c, expected, **tol(kernel_dtype), name=f"M={M} K={K} N={N}")
+    else:  # bfloat16 rows of mean 20 x std: stored rounded to 20 x 2^-9 of a std (docstring above)
+        assert_close(c, expected, atol=0.1, rtol=0, name=f"M={M} K={K} N={N} (offset rows)")
+    from minialign.kernels import gemm as gemm_module
+    assert not gemm_module._TILE_COUNTERS[c.device].any(), "a tile counter was left non-zero"
+
+
+@examples(8)
+@given(B=st.sampled_from([1, 2]), T=st.sampled_from([1, 7]), H=st.sampled_from([8, 33]),
+       I=st.sampled_from([16, 40]), seed=seeds)
+def test_bert_sublayer_ends_match_the_reference_ops(kernel_device, B, T, H, I, seed):
+    """BertSelfOutput and BertOutput, LayerNorm(dense(x) + residual), in one launch each, against
+    reference.linear_add_layer_norm in float32 (float32 tolerance: the same math)."""
+    rng = np.random.default_rng(seed)
+    x, residual = rng.standard_normal((B * T, I)).astype(np.float32), rng.standard_normal((B * T, H)).astype(np.float32)
+    w, b = (rng.standard_normal((H, I)) / np.sqrt(I)).astype(np.float32), rng.standard_normal(H).astype(np.float32)
+    gamma, beta = (1 + 0.3 * rng.standard_normal(H)).astype(np.float32), rng.standard_normal(H).astype(np.float32)
+    expected = reference.linear_add_layer_norm(x, w, b, residual, gamma, beta, 1e-12)
+    to = lambda v: torch.from_numpy(v).to(kernel_device)  # noqa: E731
+    c = gemm(to(x), to(w), bias=to(b), residual=to(residual), layer_norm=(to(gamma), to(beta), 1e-12))
+    assert_close(c, expected, **F32, name="LayerNorm(dense(x) + residual)")
+
+
+def test_layer_norm_counters_left_zero_after_many_row_blocks(kernel_device):
+    # More row blocks than a previous launch used, then fewer: the counters grow and stay zero,
+    # and a second launch over the same rows (the counters reused) gives the same answer.
+    from minialign.kernels import gemm as gemm_module
+
+    for M in (300, 40, 300):
+        p = problem(M, M, 24, 70, kernel_device, torch.float32)
+        gamma, beta = layer_norm_params(M, 70, kernel_device)
+        kw = dict(bias=p["bias"], residual=p["residual"], layer_norm=(gamma, beta, 1e-5))
+        first, second = gemm(p["a"], p["w"], **kw), gemm(p["a"], p["w"], **kw)
+        assert_close(first, gemm_reference(p["a"], p["w"], **kw), **F32, name=f"M={M}")
+        assert torch.equal(first, second)
+        assert not gemm_module._TILE_COUNTERS[first.device].any()
+
+
 def test_tile_boundaries_and_wrapping(kernel_device):
     # Sizes just past a tile (33 = 32 + 1 under the interpreter, 129 / 257 on the GPU) and a tall
     # skinny / short wide pair: rows and columns past M, N are wrapped on load, never stored.
@@ -286,6 +368,10 @@ def test_every_gpu_configuration_matches_torch(kernel_device, name):
         kw.update(a_scale=torch.rand(4, K, generator=torch.Generator().manual_seed(0)).to(kernel_device),
                   rows_per_image=M // 4)
     assert_close(gemm(p["a"], p["w"], config=cfg, **kw), gemm_reference(p["a"], p["w"], **kw), **F32, name=name)
+    if name in ("16-bit wide", "float32"):  # the tiles the BERT output projection and FFN2 take
+        kw = dict(bias=p["bias"], residual=p["residual"], layer_norm=(*layer_norm_params(0, N, kernel_device), 1e-12))
+        assert_close(gemm(p["a"], p["w"], config=cfg, **kw), gemm_reference(p["a"], p["w"], **kw), **F32,
+                     name=f"{name} + LayerNorm")
 
 
 def test_the_docs_table_of_configurations_is_the_codes():
@@ -409,6 +495,12 @@ def _bad_cases(device):
         ("a_scale wrong K", (a, w), dict(a_scale=gate[:, :3], rows_per_image=3), r"a_scale must have shape \(2, 4\)"),
         ("not a tensor", (a.tolist(), w), {}, "a must be a torch.Tensor"),
         ("unknown config key", (a, w), dict(config={"BLOCK": 16}), "config keys"),
+        ("layer_norm not a triple", (a, w), dict(layer_norm=(v, v)), r"layer_norm must be \(weight, bias, eps\)"),
+        ("layer_norm weight wrong length", (a, w), dict(layer_norm=(v[:4], v, 1e-12)),
+         r"layer_norm weight must have shape \(5,\)"),
+        ("layer_norm bias of another dtype", (a, w), dict(layer_norm=(v, v.double(), 1e-12)),
+         "layer_norm bias must have dtype"),
+        ("layer_norm eps negative", (a, w), dict(layer_norm=(v, v, -1.0)), "layer_norm eps must be a real number"),
     ]
 
 

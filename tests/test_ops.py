@@ -107,7 +107,7 @@ def test_contract_names_every_op_and_reports_what_is_missing():
     assert BACKEND_NAMES == ("numpy", "reference", "triton")
     assert set(contract.OP_NAMES) == {
         "from_numpy", "prepare_weight", "to_numpy", "is_floating_point", "nchw_to_nhwc", "nhwc_to_nchw", "embedding",
-        "add", "layer_norm", "add_layer_norm", "linear", "prepare_linears", "linears", "multi_head_attention",
+        "add", "layer_norm", "add_layer_norm", "linear_add_layer_norm", "linear", "prepare_linears", "linears", "multi_head_attention",
         "packed_attention", "scatter_rows", "tanh", "conv2d", "pointwise_conv", "depthwise_conv2d",
         "squeeze_excite_gate", "global_pool"}
 
@@ -348,6 +348,31 @@ def test_add_layer_norm_matches_torch(backend, b, T, h, eps, broadcast, data):
     weight, bias = _layer_norm_params(np.random.default_rng(data.draw(seeds, label="seed")), h)
     expected = F.layer_norm(t(x) + t(residual), (h,), t(weight), t(bias), eps)
     assert_close(call(backend, "add_layer_norm", x, residual, weight, bias, eps), expected, **F32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_add_layer_norm_hand_case(backend):
+    # x W^T + b = [1, 2] @ [[1, 0], [0, 1], [1, 1]]^T + [0, 0, -1] = [1, 2, 2]; + residual
+    # [0, 0, 1] = [1, 2, 3]: LayerNorm -> [-sqrt(1.5), 0, sqrt(1.5)], then * weight + bias.
+    s = math.sqrt(1.5)
+    out = call(backend, "linear_add_layer_norm", np.float32([[1.0, 2.0]]), np.float32([[1, 0], [0, 1], [1, 1]]),
+               np.float32([0, 0, -1]), np.float32([[0.0, 0.0, 1.0]]), np.float32([1.0, 2.0, 3.0]),
+               np.float32([0.0, 1.0, 0.0]), 0.0)
+    assert_close(out, [[-s, 1.0, 3 * s]], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(b=tiny_sizes, T=small_sizes, k=small_sizes, h=small_sizes, eps=st.sampled_from([1e-12, 1e-5]), data=st.data())
+def test_linear_add_layer_norm_matches_torch(backend, b, T, k, h, eps, data):
+    """LayerNorm(x W^T + b + residual): how each BERT sublayer ends (transformers' BertSelfOutput)."""
+    x = data.draw(float_arrays((b, T, k)), label="x")
+    residual = data.draw(float_arrays((b, T, h), scale=3.0), label="residual")  # non-centred rows
+    rng = np.random.default_rng(data.draw(seeds, label="seed"))
+    weight, bias = randn(rng, h, k, scale=k ** -0.5), randn(rng, h)
+    norm_weight, norm_bias = _layer_norm_params(rng, h)
+    expected = F.layer_norm(F.linear(t(x), t(weight), t(bias)) + t(residual), (h,), t(norm_weight), t(norm_bias), eps)
+    assert_close(call(backend, "linear_add_layer_norm", x, weight, bias, residual, norm_weight, norm_bias, eps),
+                 expected, **F32)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -15,7 +15,8 @@ activations channels-last ``[B, H, W, C]``. Weights keep transformers' layouts (
 
 Fused ops are part of the contract when the architecture calls them and a fast backend has a
 kernel for them; the reference writes each as the literal composition (``add_layer_norm`` is
-``layer_norm(x + residual)``, ``linears`` is one ``linear`` per weight, ``pointwise_conv``'s
+``layer_norm(x + residual)``, ``linear_add_layer_norm`` is ``add_layer_norm(linear(x, W, b),
+residual)``, ``linears`` is one ``linear`` per weight, ``pointwise_conv``'s
 ``input_scale`` is the squeeze-excitation product ``x * gate``), so a reader sees the math and a
 kernel sees the fusion.
 
@@ -121,6 +122,12 @@ class Ops(Protocol):
     def add_layer_norm(self, x: Array, residual: Array, weight: Array, bias: Array,
                        eps: float) -> Array:  # [..., H], [..., H], [H], [H] -> [..., H]
         """layer_norm(x + residual): BERT's post-norm residual connection."""
+
+    def linear_add_layer_norm(self, x: Array, weight: Array, bias: Array, residual: Array, norm_weight: Array,
+                              norm_bias: Array, eps: float) -> Array:
+        # [..., in], [H, in], [H], [..., H], [H], [H] -> [..., H]
+        """add_layer_norm(linear(x, weight, bias), residual, norm_weight, norm_bias, eps): the end of
+        each BERT sublayer (transformers' BertSelfOutput / BertOutput, dropout aside)."""
 
     def linear(self, x: Array, weight: Array, bias: Array | None = None,
                activation: str | None = None) -> Array:  # [..., in], [out, in], [out] -> [..., out]

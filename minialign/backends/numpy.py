@@ -237,6 +237,16 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
     return y if activation is None else ACTIVATIONS[activation](y)
 
 
+def linear_add_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, residual: np.ndarray,
+                          norm_weight: np.ndarray, norm_bias: np.ndarray, eps: float) -> np.ndarray:
+    # [..., in], [H, in], [H], [..., H], [H], [H] -> [..., H]
+    """``reference.linear_add_layer_norm`` with this module's ``linear``; the residual is added into
+    the product's own fresh array, so the sum costs no [..., H] allocation of its own."""
+    y = linear(x, weight, bias)
+    y += residual
+    return layer_norm(y, norm_weight, norm_bias, eps)
+
+
 def linears(x: np.ndarray, prepared) -> tuple[np.ndarray, ...]:  # [..., in] -> n x [..., out_i]
     """``reference.linears`` with this module's ``linear``: each one large BLAS call. (One product
     with the weights concatenated, as the Triton backend does, would keep a second copy of them in

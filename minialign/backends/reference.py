@@ -240,6 +240,13 @@ def add_layer_norm(x: np.ndarray, residual: np.ndarray, weight: np.ndarray, bias
     return layer_norm(x + residual, weight, bias, eps)
 
 
+def linear_add_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, residual: np.ndarray,
+                          norm_weight: np.ndarray, norm_bias: np.ndarray, eps: float) -> np.ndarray:
+    # [..., in], [H, in], [H], [..., H], [H], [H] -> [..., H]
+    """LayerNorm(dense(x) + residual): how each BERT sublayer ends (BertSelfOutput, BertOutput)."""
+    return add_layer_norm(linear(x, weight, bias), residual, norm_weight, norm_bias, eps)
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:  # [...] -> [...]
     """exp(x - max) / sum(exp(x - max)): the max changes nothing but keeps exp from overflowing."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))

@@ -13,6 +13,7 @@ Where each op's work goes:
 | linears (Q, K, V)      | ``kernels.gemm``, once, on the weights concatenated at build time  |
 | layer_norm             | ``kernels.layer_norm``                                             |
 | add_layer_norm         | ``kernels.layer_norm`` (residual path; a broadcast one in place)   |
+| linear_add_layer_norm  | ``kernels.gemm`` (bias, residual and LayerNorm in its epilogue)    |
 | multi_head_attention   | ``kernels.attention`` (reads q, k, v in place as [B, heads, T, d]) |
 | packed_attention       | ``kernels.attention_varlen`` (cu_seqlens; q, k, v read in place)   |
 | pointwise_conv         | ``kernels.gemm`` (folded BN, SiLU, SE gate on A, residual)         |
@@ -259,6 +260,15 @@ class TritonOps:
         # The kernel reads a residual of x's shape, or of its trailing axes in place (the
         # embeddings' positions [T, H], broadcast over B: no [B, T, H] copy).
         return layer_norm(x.contiguous(), weight, bias, eps, residual=residual.contiguous())
+
+    def linear_add_layer_norm(self, x, weight, bias, residual, norm_weight, norm_bias, eps: float):
+        # [..., in], [H, in], [H], [..., H], [H], [H] -> [..., H]: one GEMM, LayerNorm in its epilogue
+        from ..kernels.gemm import gemm
+
+        H = weight.shape[0]
+        y = gemm(x.reshape(-1, x.shape[-1]), weight, bias=bias, residual=residual.reshape(-1, H),
+                 layer_norm=(norm_weight, norm_bias, eps))
+        return y.reshape(*x.shape[:-1], H)
 
     def linear(self, x, weight, bias=None, activation: str | None = None):
         # [..., in], [out, in], [out] -> [..., out]

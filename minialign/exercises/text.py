@@ -501,7 +501,11 @@ def _without_residual(which: int | None):
             dropped = which is None or next(calls) == which
             return reference.layer_norm(x if dropped else x + residual, weight, bias, eps)
 
-        return _bert_layer_reference(*args, ops=_ops_with(add_layer_norm=add_layer_norm))
+        def linear_add_layer_norm(x, weight, bias, residual, norm_weight, norm_bias, eps):
+            return add_layer_norm(reference.linear(x, weight, bias), residual, norm_weight, norm_bias, eps)
+
+        return _bert_layer_reference(*args, ops=_ops_with(add_layer_norm=add_layer_norm,
+                                                          linear_add_layer_norm=linear_add_layer_norm))
 
     return variant
 

@@ -72,6 +72,10 @@ class RecordingOps:
         out, cache = bw.add_layer_norm_forward(x, residual, weight, bias, eps)
         return self._record(out, (x, residual, weight, bias), lambda d: bw.add_layer_norm_backward(d, cache))
 
+    def linear_add_layer_norm(self, x, weight, bias, residual, norm_weight, norm_bias, eps):
+        # two records, as the reference composes it: the linear, then LayerNorm of the sum
+        return self.add_layer_norm(self.linear(x, weight, bias), residual, norm_weight, norm_bias, eps)
+
     def linear(self, x, weight, bias=None, activation=None):
         y, cache = bw.linear_forward(x, weight, bias)
         self._record(y, (x, weight, bias), lambda d: bw.linear_backward(d, cache))
