@@ -167,13 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timings per stage (the fastest is reported)")
     _json_arg(p)
 
-    from .training.recipe import CONFIGS, WEIGHT_DECAY  # the recipe's defaults, shown as values in --help
+    from .training.recipe import BATCH_SIZE, CONFIGS, WEIGHT_DECAY  # the recipe's defaults, shown as values in --help
 
     p = command("train", "train a tiny ALIGN on the synthetic dataset of coloured shapes")
     p.add_argument("--config", choices=CONFIGS, default="nano", help="model size")
     p.add_argument("--steps", type=_positive_int, required=True, metavar="N", help="number of optimiser steps")
     p.add_argument("--out", required=True, metavar="DIR", help="where the model, its log and checkpoints go")
-    p.add_argument("--batch-size", type=_positive_int, default=128, metavar="N", help="pairs per step")
+    p.add_argument("--batch-size", type=_positive_int, default=BATCH_SIZE, metavar="N", help="pairs per step")
     p.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate (warmup, then cosine decay)")
     p.add_argument("--weight-decay", type=_nonnegative_float, default=WEIGHT_DECAY,
                    help="AdamW weight decay on matrices and embeddings")

@@ -217,6 +217,37 @@ def test_the_recipe_runs_on_the_training_page_are_those_committed():
         assert block in page, f"docs/training-runs.md lacks, or has an old copy of:\n{block}"
 
 
+def _batch_run_row(name: str, contrast: float, log_file: Path, drawn_file: Path) -> str:
+    """A row of the training appendix's table of NumPy runs with batches of 64."""
+    evals = [json.loads(line) for line in log_file.read_text().splitlines() if '"eval"' in line]
+    left = next((r["step"] for r in evals if r["eval"]["zero_shot_top1"] >= 0.5), None)
+    per = json.loads(drawn_file.read_text())
+    cells = [name, f"{contrast:g}", "not within the run" if left is None else f"step {left}",
+             f"{100 * evals[-1]['eval']['zero_shot_top1']:.1f}%", f"{100 * per['overall']['top1']:.1f}%",
+             f"{100 * per['per']['background']['saturated']['top1']:.1f}%",
+             f"{100 * per['per']['object_size']['small']['top1']:.1f}%"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def test_the_numpy_runs_with_batches_of_64_are_those_committed():
+    """The two NumPy runs of 2800 steps of 64: the one whose contrast floor was 50 (its log and
+    drawn-shapes result in recipe_runs/) and the shipped model, at the generator's floor now."""
+    from minialign import synthetic
+
+    runs = ROOT / "benchmarks" / "results" / "recipe_runs"
+    folder = runs / "numpy-30k-variety-0.7-batch-64-contrast-50"
+    args = json.loads((folder / "run_args.json").read_text())
+    shipped, _ = _shipped_run()
+    for a in (args, shipped):
+        assert (a["variety"], a["train_examples"], a["steps"], a["batch_size"]) == (0.7, 30000, 2800, 64)
+    page = (ROOT / "docs" / "training-runs.md").read_text()
+    for row in (_batch_run_row(folder.name, 50, folder / "train_log.jsonl", folder / "drawn_shapes.json"),
+                _batch_run_row("align-nano (shipped)", synthetic._MIN_CONTRAST,
+                               ROOT / "minialign" / "models" / "align-nano" / "train_log.jsonl",
+                               ROOT / "benchmarks" / "results" / "drawn_shapes_align-nano.json")):
+        assert row in page, row
+
+
 def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
     """Tutorial 07 runs the shipped recipe at its own size: the page and the tutorial state what the
     committed run of that size reached, and the tutorial checks a floor below it."""
@@ -240,6 +271,11 @@ def test_the_tutorial_and_the_training_page_agree_on_what_its_size_reaches():
             f"On the 2-core machine its training loop took {last['elapsed_s'] / 60:.1f} minutes and reached "
             f"{100 * top1:.1f}% held-out top-1") in page
     assert f"checks at least {floor:.0%}" in page
+    small = folder / "1600-steps-of-64"  # the same minutes in batches of 64, the shipped run's batch
+    small_args = json.loads((small / "run_args.json").read_text())
+    assert (small_args["steps"], small_args["batch_size"]) == (1600, shipped["batch_size"])
+    small_last = json.loads((small / "train_log.jsonl").read_text().splitlines()[-1])
+    assert f"at its last step, at {100 * small_last['eval']['zero_shot_top1']:.1f}%" in page
 
 
 def test_every_kernel_page_shows_its_predicted_table():

@@ -350,7 +350,7 @@ def test_a_varied_background_keeps_its_distance_from_every_object(seed):
     objects = [SceneObject(synthetic.SHAPES[int(rng.integers(6))], None, 0.3,
                            rgb=tuple(int(c) for c in rng.integers(0, 256, 3))) for _ in range(2)]
     background = synthetic.varied_background(rng, objects)
-    assert min(np.linalg.norm(np.subtract(background.rgb, o.rgb)) for o in objects) >= 90
+    assert min(np.linalg.norm(np.subtract(background.rgb, o.rgb)) for o in objects) >= synthetic._MIN_CONTRAST
 
 
 def test_what_shows_a_held_out_colour():
