@@ -41,6 +41,14 @@ Used for: BERT's Q/K/V and output projections and FFN (bias; + GELU; + residual)
 EfficientNet expansion conv (BN affine + SiLU) and projection conv (SE gate on A, BN affine,
 + residual).
 
+LayerNorm epilogue (``layer_norm=(gamma, beta, eps)``, BERT's output projection and FFN2):
+``C = LayerNorm(act(...) + residual)`` over whole rows, though a tile holds only part of a row.
+Each tile stores its pre-norm rows and, per row, the mean and sum of squared deviations of its
+columns (float32 scratch ``[2, tiles, M]``), then bumps its row block's counter (acquire-release
+atomic); the last tile of the block to arrive resets the counter, combines the tiles' statistics
+with the parallel-variance formula (Chan et al.) and normalises the block's rows in place. No
+program waits for another; docs/kernels/gemm.md, "LayerNorm in the epilogue", has the details.
+
 Tiling (the classic blocked matmul of Triton's tutorial 03). The output is cut into
 ``BLOCK_M x BLOCK_N`` tiles, one program each. A program walks K in steps of ``BLOCK_K``: it loads
 a ``[BLOCK_M, BLOCK_K]`` tile of A (times the matching rows of ``a_scale``) and a

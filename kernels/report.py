@@ -210,6 +210,8 @@ def _part_loops(launch: Launch, mix) -> dict[int, int] | None:
     if launch.kernel not in PART_LOOPS:
         return {}
     parts, part_bytes = PART_LOOPS[launch.kernel](launch.constants, launch.options["num_warps"])
+    if parts == 0:  # one part: there is no loop over parts
+        return {}
     beyond = {}
     for i, loop in enumerate(mix.loops):
         if not loop.by_class.get("global_load") or loop.by_class.get("global_store") or loop.by_class.get("tensor_core"):

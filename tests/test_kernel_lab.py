@@ -96,8 +96,8 @@ def test_every_kernel_the_model_launches_compiles_for_both_gpus(lab):
     for device, out in lab.items():
         for dtype, r in out["reports"].items():
             assert r["towers"]["vision"]["launches"] == 216, (device, dtype)  # 55 MBConv blocks
-            for tower in ("text", "text_packed"):  # 12 layers x 7 + the embeddings' LayerNorm + the pooler
-                assert r["towers"][tower]["launches"] == 86, (device, dtype, tower)
+            for tower in ("text", "text_packed"):  # 12 layers x 5 + the embeddings' LayerNorm + the pooler
+                assert r["towers"][tower]["launches"] == 62, (device, dtype, tower)
             towers = ("vision", "text", "text_packed")
             launched = {row["kernel"] for row in r["kernels"] if row["tower"] in towers}
             assert launched == {"_gemm_epilogue_kernel", "_depthwise_conv_bn_silu_kernel", "_se_gate_kernel",
@@ -168,8 +168,8 @@ def test_the_se_gate_loops_are_told_apart_by_their_stores():
         return SimpleNamespace(total=100, by_class={}, loops=list(loops), opcodes=[])
 
     # reduce: ceil(640 / 64) = 10 trips; expand: 96 / 32 = 3 trips
-    launch = SimpleNamespace(kernel="_se_gate_kernel", constants=dict(C=640, BLOCK_K=64, CHANNELS_PER_PROGRAM=96,
-                                                                      BLOCK_C=32))
+    launch = SimpleNamespace(kernel="_se_gate_kernel", options={"num_warps": 4},
+                             constants=dict(C=640, BLOCK_K=64, CHANNELS_PER_PROGRAM=96, BLOCK_C=32, PARTS=1, BLOCK_B=16))
     both, reduce, expand = loop(20, False), loop(20, False), loop(30, True)
     assert report.issued_per_warp(launch, mix(reduce, expand)) == (100 + 9 * 20 + 2 * 30, True)
     assert report.issued_per_warp(launch, mix(reduce)) == (100 + 9 * 20, True)  # the expand unrolled
@@ -196,7 +196,7 @@ def test_the_prediction_is_the_largest_of_three_limits(lab):
     for tower in r["towers"].values():
         assert 0 < tower["predicted_per_s"] <= tower["memory_bound_per_s"]
     text = report.format_report(r)
-    assert "vision: 216 launches" in text and "text: 86 launches" in text and "text_packed: 86 launches" in text
+    assert "vision: 216 launches" in text and "text: 62 launches" in text and "text_packed: 62 launches" in text
 
 
 def test_the_committed_report_is_what_this_triton_compiles(lab):
