@@ -796,7 +796,7 @@ def test_check_activation_names_what_it_accepts():
 # ----------------------------------------------------------------------------------------------
 
 # The ops the numpy backend re-implements for speed; every other op is the reference's function.
-SPED_UP = {"linear", "linears", "conv2d", "pointwise_conv", "depthwise_conv2d"}
+SPED_UP = {"linear", "linears", "linear_add_layer_norm", "conv2d", "pointwise_conv", "depthwise_conv2d"}
 
 
 def test_numpy_backend_reuses_the_reference_where_it_is_not_faster():
@@ -811,6 +811,9 @@ def _sped_up_case(op: str, draw, rng):
     if op == "linear":
         return (randn(rng, b, h, c), randn(rng, w, c), randn(rng, w)), \
             dict(activation=draw(st.sampled_from([None, *contract.ACTIVATION_NAMES])))
+    if op == "linear_add_layer_norm":  # BERT's sublayer output: LayerNorm(x W^T + b + residual)
+        return (randn(rng, b, h, c), randn(rng, w, c), randn(rng, w), randn(rng, b, h, w),
+                rng.uniform(0.5, 1.5, w).astype(np.float32), randn(rng, w), 1e-12), {}
     if op == "linears":  # three projections of one input, of different widths
         prepared = reference.prepare_linears([randn(rng, n, c) for n in (w, h, 2)], [randn(rng, n) for n in (w, h, 2)])
         return (randn(rng, b, h, c), prepared), {}
