@@ -240,7 +240,8 @@ def _depthwise_conv_bn_silu_kernel(
                 else:
                     total += tl.where(ok, z, 0.0)  # outputs past the map are computed too, and not 0
     if WRITE_SUMS:  # this program's part of the sums, sums[b, pid_r, :]: no other program writes it
-        tl.store(sums_ptr + (b * tl.num_programs(0) + pid_r) * C + offs_c, tl.sum(total, axis=0), mask=None if EVEN_C else offs_c < C)
+        tl.store(sums_ptr + (b * tl.num_programs(0) + pid_r) * C + offs_c, tl.sum(total, axis=0),
+                 mask=None if EVEN_C else offs_c < C)
 
 
 def _block_sizes(Ho: int, Wo: int, channels: int, k: int, stride: int) -> tuple[int, int, int, int, int]:

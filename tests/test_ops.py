@@ -107,8 +107,8 @@ def test_contract_names_every_op_and_reports_what_is_missing():
     assert BACKEND_NAMES == ("numpy", "reference", "triton")
     assert set(contract.OP_NAMES) == {
         "from_numpy", "prepare_weight", "to_numpy", "is_floating_point", "nchw_to_nhwc", "nhwc_to_nchw", "embedding",
-        "add", "layer_norm", "add_layer_norm", "linear_add_layer_norm", "linear", "prepare_linears", "linears", "multi_head_attention",
-        "packed_attention", "scatter_rows", "tanh", "conv2d", "pointwise_conv", "depthwise_conv2d",
+        "add", "layer_norm", "add_layer_norm", "linear_add_layer_norm", "linear", "prepare_linears", "linears",
+        "multi_head_attention", "packed_attention", "scatter_rows", "tanh", "conv2d", "pointwise_conv", "depthwise_conv2d",
         "squeeze_excite_gate", "global_pool"}
 
     class HalfABackend:

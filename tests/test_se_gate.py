@@ -151,7 +151,8 @@ def test_tiling_edges(kernel_device, monkeypatch, weight_dtype, B, C, S, program
 def test_matches_torch_and_the_reference(kernel_dtype, kernel_device, b, c, s, hw, parts, seed):
     g = torch.Generator().manual_seed(seed)
     weights = random_se(c, s, seed, kernel_dtype)
-    given_sums = hw * torch.randn(b, c, generator=g) if parts is None else hw / parts * torch.randn(b, parts, c, generator=g)
+    given_sums = (hw * torch.randn(b, c, generator=g) if parts is None
+                  else hw / parts * torch.randn(b, parts, c, generator=g))
     sums = given_sums if parts is None else given_sums.double().sum(1).float()  # what the references take
     gate = se_gate(given_sums.to(kernel_device), hw, *(t.to(kernel_device) for t in weights))
     assert gate.dtype == torch.float32 and gate.shape == (b, c)
